@@ -1,0 +1,106 @@
+"""Identity of configuration objects (ConfigKey), user-facing problems (Issue) and status conditions."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, order=True)
+class ConfigKey:
+    """kind/namespace/name of one input object. Cluster-scoped objects have namespace ""."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        if self.namespace:
+            return f"{self.kind}/{self.namespace}/{self.name}"
+        return f"{self.kind}/{self.name}"
+
+
+class Severity(str, enum.Enum):
+    ERROR = "Error"
+    WARNING = "Warning"
+
+
+@dataclass(frozen=True, order=True)
+class Issue:
+    """A user mistake or an unsupported field, reported (status, log, metric) rather than raised.
+
+    `path` is a field path inside the object (``spec.http[2].route[0].destination.host``);
+    `file` is the source file when the object came from a directory.
+    """
+
+    key: ConfigKey | None
+    path: str
+    message: str
+    reason: str = "Invalid"
+    severity: Severity = Severity.ERROR
+    file: str | None = None
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+    def __str__(self) -> str:
+        parts = []
+        if self.file:
+            parts.append(self.file)
+        if self.key is not None:
+            parts.append(str(self.key))
+        if self.path:
+            parts.append(self.path)
+        where = ": ".join(parts)
+        level = "warning" if self.severity is Severity.WARNING else "error"
+        return f"{where}: {level}: {self.message}" if where else f"{level}: {self.message}"
+
+    def with_file(self, file: str | None) -> "Issue":
+        return Issue(self.key, self.path, self.message, self.reason, self.severity, file)
+
+
+def error(key: ConfigKey | None, path: str, message: str, reason: str = "Invalid") -> Issue:
+    return Issue(key, path, message, reason, Severity.ERROR)
+
+
+def warning(key: ConfigKey | None, path: str, message: str, reason: str = "Unsupported") -> Issue:
+    return Issue(key, path, message, reason, Severity.WARNING)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A Kubernetes-style status condition computed for one object."""
+
+    type: str
+    status: bool
+    reason: str
+    message: str = ""
+    observed_generation: int = 0
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    """The metadata fields istiod-lite reads from any object."""
+
+    key: ConfigKey
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    generation: int = 0
+    resource_version: str = ""
+    creation_timestamp: str = ""
+    file: str | None = None
+    uid: str = ""
+    extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def label(self, name: str) -> str | None:
+        for k, v in self.labels:
+            if k == name:
+                return v
+        return None
+
+    def annotation(self, name: str) -> str | None:
+        for k, v in self.annotations:
+            if k == name:
+                return v
+        return None
