@@ -1,0 +1,216 @@
+"""ConfigStore: the raw objects received from sources, grouped by origin, and the snapshots built from them.
+
+Sources call `replace_origin` / `upsert` / `delete`; the store records which keys changed and calls
+`on_change(keys)`. `snapshot()` parses (cached per object), joins services, resolves waypoint bindings and
+returns an immutable ConfigSnapshot. The same store serves the directory source and the Kubernetes source,
+so the translator cannot tell where config came from.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from istiod_lite.model import join, manifests
+from istiod_lite.model.gateway import Gateway
+from istiod_lite.model.istio import IstioConfig
+from istiod_lite.model.meta import ConfigKey, Issue, ObjectMeta, error
+from istiod_lite.model.parse import Parsed, object_key, parse_object
+from istiod_lite.model.parse_core import KubeEndpointSlice, KubeNamespace, KubePod, KubeService
+from istiod_lite.model.snapshot import ConfigSnapshot
+
+ChangeCallback = Callable[[set[ConfigKey]], None]
+
+
+class ConfigStore:
+    def __init__(self, *, root_namespace: str = "istio-system", domain_suffix: str = "cluster.local",
+                 on_change: ChangeCallback | None = None) -> None:
+        self.root_namespace = root_namespace
+        self.domain_suffix = domain_suffix
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._objects: dict[str, dict[ConfigKey, tuple[dict[str, Any], str | None]]] = {}
+        self._origin_issues: dict[str, list[Issue]] = {}
+        self._parsed: dict[tuple[str, ConfigKey], tuple[Parsed | None, list[Issue]]] = {}
+        self._version = 0
+        self._snapshot: ConfigSnapshot | None = None
+
+    # ---- sink API (sources.base.ConfigSink) -----------------------------------------------------------
+    def replace_origin(self, origin: str, objects: list[tuple[dict[str, Any], str | None]],
+                       issues: list[Issue] | tuple[Issue, ...] = ()) -> None:
+        new: dict[ConfigKey, tuple[dict[str, Any], str | None]] = {}
+        load_issues = list(issues)
+        for obj, file in objects:
+            key = object_key(obj)
+            if key is None:
+                _, problems = parse_object(obj, file)
+                load_issues.extend(problems)
+                continue
+            if key in new:
+                load_issues.append(error(key, "metadata.name", f"duplicate object (also defined in "
+                                                               f"{new[key][1] or origin}); the first one is used",
+                                         "Duplicate").with_file(file))
+                continue
+            new[key] = (obj, file)
+        with self._lock:
+            old = self._objects.get(origin, {})
+            changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+            old_issues = self._origin_issues.get(origin, [])
+            if new:
+                self._objects[origin] = new
+            else:
+                self._objects.pop(origin, None)
+            self._origin_issues[origin] = load_issues
+            for k in changed:
+                self._parsed.pop((origin, k), None)
+            dirty = bool(changed) or old_issues != load_issues
+            if dirty:
+                self._bump()
+        if dirty:
+            self._notify(changed)
+
+    def upsert(self, origin: str, obj: dict[str, Any], file: str | None = None) -> None:
+        key = object_key(obj)
+        if key is None:
+            _, problems = parse_object(obj, file)
+            with self._lock:
+                self._origin_issues.setdefault(origin, []).extend(problems)
+                self._bump()
+            self._notify(set())
+            return
+        with self._lock:
+            bucket = self._objects.setdefault(origin, {})
+            if bucket.get(key) == (obj, file):
+                return
+            bucket[key] = (obj, file)
+            self._parsed.pop((origin, key), None)
+            self._bump()
+        self._notify({key})
+
+    def delete(self, origin: str, key: ConfigKey) -> None:
+        with self._lock:
+            bucket = self._objects.get(origin, {})
+            if bucket.pop(key, None) is None:
+                return
+            self._parsed.pop((origin, key), None)
+            self._bump()
+        self._notify({key})
+
+    # ---- snapshots ------------------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def keys(self) -> set[ConfigKey]:
+        with self._lock:
+            return {k for bucket in self._objects.values() for k in bucket}
+
+    def snapshot(self) -> ConfigSnapshot:
+        with self._lock:
+            if self._snapshot is None:
+                self._snapshot = self._build()
+            return self._snapshot
+
+    def _bump(self) -> None:
+        self._version += 1
+        self._snapshot = None
+
+    def _notify(self, keys: set[ConfigKey]) -> None:
+        if self._on_change is not None:
+            self._on_change(keys)
+
+    def _build(self) -> ConfigSnapshot:
+        issues: list[Issue] = []
+        for origin in sorted(self._origin_issues):
+            issues.extend(self._origin_issues[origin])
+        parsed: dict[ConfigKey, Parsed] = {}
+        for origin in sorted(self._objects):
+            for key, (obj, file) in sorted(self._objects[origin].items()):
+                cache_key = (origin, key)
+                if cache_key not in self._parsed:
+                    self._parsed[cache_key] = parse_object(obj, file)
+                value, problems = self._parsed[cache_key]
+                issues.extend(problems)
+                if value is None:
+                    continue
+                if key in parsed:
+                    issues.append(error(key, "metadata.name", f"defined twice (in {parsed[key].file or '?'} and "
+                                                              f"{file or origin}); the first one is used",
+                                        "Duplicate").with_file(file))
+                    continue
+                parsed[key] = value
+        return assemble(parsed.values(), issues, self._version, self.root_namespace, self.domain_suffix)
+
+
+def assemble(parsed: Iterable[Parsed], issues: list[Issue], version: int, root_namespace: str,
+             domain_suffix: str) -> ConfigSnapshot:
+    """Join parsed objects into a ConfigSnapshot (services with endpoints and waypoint bindings)."""
+    namespaces: dict[str, ObjectMeta] = {}
+    gateways: dict[ConfigKey, Gateway] = {}
+    kube_services: list[KubeService] = []
+    slices: list[KubeEndpointSlice] = []
+    pods: dict[ConfigKey, KubePod] = {}
+    by_kind: dict[str, list[IstioConfig]] = {}
+    for p in parsed:
+        v = p.value
+        if isinstance(v, KubeNamespace):
+            namespaces[p.key.name] = v.meta
+        elif isinstance(v, Gateway):
+            gateways[p.key] = v
+        elif isinstance(v, KubeService):
+            kube_services.append(v)
+        elif isinstance(v, KubeEndpointSlice):
+            slices.append(v)
+        elif isinstance(v, KubePod):
+            pods[p.key] = v
+        elif isinstance(v, IstioConfig):
+            by_kind.setdefault(p.key.kind, []).append(v)
+    services = [s for _, s in join.kubernetes_services(kube_services, slices, pods, domain_suffix)]
+    for se in by_kind.get("ServiceEntry", []):
+        services.extend(join.service_entry_services(se))
+    bound = []
+    for s in services:
+        s2, problems = join.bind_waypoint(s, namespaces, gateways)
+        bound.append(s2)
+        issues.extend(p.with_file(s.meta.file) for p in problems)
+
+    def by_key(items: list[IstioConfig]) -> tuple[IstioConfig, ...]:
+        return tuple(sorted(items, key=lambda c: (c.meta.creation_timestamp, c.key)))
+
+    return ConfigSnapshot(
+        version=version,
+        namespaces=namespaces,
+        gateways=tuple(sorted(gateways.values(), key=lambda g: g.key)),
+        services=tuple(sorted(bound, key=lambda s: (s.hostname, s.key))),
+        virtual_services=by_key(by_kind.get("VirtualService", [])),
+        destination_rules=by_key(by_kind.get("DestinationRule", [])),
+        authorization_policies=by_key(by_kind.get("AuthorizationPolicy", [])),
+        issues=tuple(issues),
+        root_namespace=root_namespace,
+        domain_suffix=domain_suffix,
+    )
+
+
+def snapshot_from_text(text: str, file: str = "input.yaml", *, root_namespace: str = "istio-system",
+                       domain_suffix: str = "cluster.local") -> ConfigSnapshot:
+    """Parse manifest text (one or more YAML documents) into a snapshot. For tests and `translate`."""
+    store = ConfigStore(root_namespace=root_namespace, domain_suffix=domain_suffix)
+    docs, issues = manifests.decode(text, file)
+    store.replace_origin(file, [(d, file) for d in docs], issues)
+    return store.snapshot()
+
+
+def snapshot_from_files(paths: Iterable[Path | str], *, root_namespace: str = "istio-system",
+                        domain_suffix: str = "cluster.local") -> ConfigSnapshot:
+    store = ConfigStore(root_namespace=root_namespace, domain_suffix=domain_suffix)
+    for path in paths:
+        name = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            store.replace_origin(name, [], [error(None, "", f"cannot read file: {exc}", "Unreadable").with_file(name)])
+            continue
+        docs, issues = manifests.decode(text, name)
+        store.replace_origin(name, [(d, name) for d in docs], issues)
+    return store.snapshot()

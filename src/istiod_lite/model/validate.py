@@ -1,0 +1,164 @@
+"""Semantic checks the CRD schema cannot express: durations, RE2 regexes, ports, weights, hosts.
+
+Each check returns Issues with field paths; the parser drops an object that has any error, so nothing
+Envoy would reject (a bad regex, a malformed duration) ever reaches the translator.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import re2
+
+from istiod_lite.model.duration import parse_duration
+from istiod_lite.model.meta import ConfigKey, Issue, error
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+# Duration fields of the kinds we read, as path patterns ("*" = any list index or map key).
+_DURATIONS = {
+    "VirtualService": [
+        "http.*.timeout", "http.*.retries.perTryTimeout", "http.*.retries.backoff",
+        "http.*.fault.delay.fixedDelay", "http.*.fault.delay.exponentialDelay", "http.*.corsPolicy.maxAge",
+    ],
+    "DestinationRule": [
+        "trafficPolicy.connectionPool.tcp.connectTimeout", "trafficPolicy.connectionPool.tcp.maxConnectionDuration",
+        "trafficPolicy.connectionPool.tcp.idleTimeout", "trafficPolicy.connectionPool.tcp.tcpKeepalive.time",
+        "trafficPolicy.connectionPool.tcp.tcpKeepalive.interval", "trafficPolicy.connectionPool.http.idleTimeout",
+        "trafficPolicy.outlierDetection.interval", "trafficPolicy.outlierDetection.baseEjectionTime",
+        "trafficPolicy.loadBalancer.consistentHash.httpCookie.ttl", "trafficPolicy.loadBalancer.warmup.duration",
+    ],
+}
+_REGEXES = {
+    "VirtualService": [
+        "http.*.match.*.uri.regex", "http.*.match.*.scheme.regex", "http.*.match.*.method.regex",
+        "http.*.match.*.authority.regex", "http.*.match.*.headers.*.regex", "http.*.match.*.queryParams.*.regex",
+        "http.*.match.*.withoutHeaders.*.regex", "http.*.rewrite.uriRegexRewrite.match",
+        "http.*.corsPolicy.allowOrigins.*.regex",
+    ],
+}
+
+
+def semantic(kind: str, spec: dict[str, Any], key: ConfigKey) -> list[Issue]:
+    issues: list[Issue] = []
+    for pattern in _DURATIONS.get(kind, ()):
+        for path, value in _select(spec, pattern.split("."), "spec"):
+            issues.extend(_check(key, path, value, _duration))
+    for pattern in _REGEXES.get(kind, ()):
+        for path, value in _select(spec, pattern.split("."), "spec"):
+            if value == "*" and ".headers" in path or value == "*" and ".queryParams" in path:
+                continue  # Istio: regex "*" means "present"
+            issues.extend(_check(key, path, value, _regex))
+    extra = _EXTRA.get(kind)
+    if extra:
+        issues.extend(extra(spec, key))
+    return issues
+
+
+def _check(key: ConfigKey, path: str, value: Any, fn: Callable[[Any], str | None]) -> list[Issue]:
+    msg = fn(value)
+    return [error(key, path, msg)] if msg else []
+
+
+def _duration(value: Any) -> str | None:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        return str(exc)
+    if seconds < 0.001 and seconds != 0:
+        return f"duration {value!r} must be at least 1ms"
+    return None
+
+
+def _regex(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "regex must be a string"
+    try:
+        re2.compile(value, options=_RE2_OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        return f"invalid RE2 regex {value!r}: {detail}"
+    if len(value) > 1024:
+        return "regex longer than 1024 characters"
+    return None
+
+
+def _select(node: Any, parts: list[str], path: str) -> Iterator[tuple[str, Any]]:
+    if not parts:
+        yield path, node
+        return
+    head, rest = parts[0], parts[1:]
+    if head == "*":
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                yield from _select(item, rest, f"{path}[{i}]")
+        elif isinstance(node, dict):
+            for k, item in node.items():
+                yield from _select(item, rest, f"{path}[{k}]" if rest else f"{path}[{k}]")
+        return
+    if isinstance(node, dict) and head in node and node[head] is not None:
+        yield from _select(node[head], rest, f"{path}.{head}")
+
+
+def _virtual_service(spec: dict[str, Any], key: ConfigKey) -> list[Issue]:
+    issues = []
+    if not spec.get("hosts"):
+        issues.append(error(key, "spec.hosts", "at least one host is required"))
+    for i, rule in enumerate(spec.get("http") or []):
+        routes = rule.get("route") or []
+        if not routes and not rule.get("redirect") and not rule.get("directResponse") and not rule.get("delegate"):
+            issues.append(error(key, f"spec.http[{i}]", "one of route, redirect, directResponse or delegate is required"))
+        for j, r in enumerate(routes):
+            dest = r.get("destination") or {}
+            if not dest.get("host"):
+                issues.append(error(key, f"spec.http[{i}].route[{j}].destination.host", "required field is missing"))
+            if r.get("weight", 0) < 0:
+                issues.append(error(key, f"spec.http[{i}].route[{j}].weight", "weight must not be negative"))
+            port = (dest.get("port") or {}).get("number")
+            if port is not None and not 0 < port < 65536:
+                issues.append(error(key, f"spec.http[{i}].route[{j}].destination.port.number",
+                                    "port must be between 1 and 65535"))
+        if len(routes) > 1 and sum(r.get("weight", 0) for r in routes) == 0:
+            issues.append(error(key, f"spec.http[{i}].route", "weights of several destinations must not all be 0"))
+        retries = rule.get("retries") or {}
+        if retries.get("attempts", 0) < 0:
+            issues.append(error(key, f"spec.http[{i}].retries.attempts", "attempts must not be negative"))
+    return issues
+
+
+def _destination_rule(spec: dict[str, Any], key: ConfigKey) -> list[Issue]:
+    issues = []
+    if not spec.get("host"):
+        issues.append(error(key, "spec.host", "required field is missing"))
+    seen = set()
+    for i, s in enumerate(spec.get("subsets") or []):
+        name = s.get("name")
+        if not name:
+            issues.append(error(key, f"spec.subsets[{i}].name", "required field is missing"))
+        elif name in seen:
+            issues.append(error(key, f"spec.subsets[{i}].name", f"duplicate subset name {name!r}"))
+        seen.add(name)
+    return issues
+
+
+def _service_entry(spec: dict[str, Any], key: ConfigKey) -> list[Issue]:
+    issues = []
+    if not spec.get("hosts"):
+        issues.append(error(key, "spec.hosts", "at least one host is required"))
+    if not spec.get("ports"):
+        issues.append(error(key, "spec.ports", "at least one port is required"))
+    for i, p in enumerate(spec.get("ports") or []):
+        if not 0 < p.get("number", 0) < 65536:
+            issues.append(error(key, f"spec.ports[{i}].number", "port must be between 1 and 65535"))
+    for i, e in enumerate(spec.get("endpoints") or []):
+        if spec.get("resolution") == "STATIC" and not e.get("address"):
+            issues.append(error(key, f"spec.endpoints[{i}].address", "required with resolution STATIC"))
+    return issues
+
+
+_EXTRA: dict[str, Callable[[dict[str, Any], ConfigKey], list[Issue]]] = {
+    "VirtualService": _virtual_service,
+    "DestinationRule": _destination_rule,
+    "ServiceEntry": _service_entry,
+}

@@ -1,0 +1,1 @@
+"""The ops room: reads and reports (HTTP debug endpoints, logs, status, metrics). Never changes config."""

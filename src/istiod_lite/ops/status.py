@@ -1,0 +1,45 @@
+"""Reporting of Issues: each distinct issue is logged once when it appears and once when it is resolved;
+the current set is kept for /debug/issues (and, later, for object status)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+from istiod_lite.model.meta import Issue
+
+log = logging.getLogger("istiod_lite.issues")
+
+
+class IssueReporter:
+    def __init__(self) -> None:
+        self._current: set[Issue] = set()
+
+    def update(self, issues: Iterable[Issue]) -> tuple[list[Issue], list[Issue]]:
+        """Replace the current set; log what is new and what went away. Returns (new, resolved)."""
+        latest = set(issues)
+        new = sorted(latest - self._current, key=str)
+        resolved = sorted(self._current - latest, key=str)
+        for issue in new:
+            level = logging.ERROR if issue.is_error else logging.WARNING
+            log.log(level, "%s", issue, extra={"fields": _fields(issue)})
+        for issue in resolved:
+            log.info("resolved: %s", issue, extra={"fields": _fields(issue)})
+        self._current = latest
+        return new, resolved
+
+    def current(self) -> list[Issue]:
+        return sorted(self._current, key=str)
+
+    def as_json(self) -> list[dict]:
+        return [_fields(i) | {"message": i.message} for i in self.current()]
+
+
+def _fields(issue: Issue) -> dict:
+    return {
+        "object": str(issue.key) if issue.key else None,
+        "file": issue.file,
+        "path": issue.path,
+        "reason": issue.reason,
+        "severity": issue.severity.value,
+    }

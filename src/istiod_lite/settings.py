@@ -1,0 +1,33 @@
+"""Settings: every switch of `istiod-lite serve`, frozen, built once by the CLI and passed explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def split_address(address: str, default_port: int) -> tuple[str, int]:
+    """"HOST:PORT", "[::1]:PORT" or "HOST" -> (host, port)."""
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if address.count(":") == 1:
+        host, port = address.split(":")
+        return host, int(port)
+    return address, default_port
+
+
+@dataclass(frozen=True)
+class Settings:
+    config_dir: str | None = None
+    kubeconfig: str | None = None
+    xds_address: str = "127.0.0.1:15010"
+    http_address: str = "127.0.0.1:15014"
+    debounce: float = 0.1
+    debounce_max: float = 1.0
+    ack_timeout: float = 5.0
+    poll_interval: float = 0.1
+    root_namespace: str = "istio-system"
+    domain_suffix: str = "cluster.local"
+    ready_file: str | None = None
+    log_format: str = "text"
+    log_level: str = "info"
