@@ -15,6 +15,7 @@ from google.protobuf import json_format
 from istiod_lite.model.meta import ConfigKey, Issue
 from istiod_lite.model.store import ConfigStore
 from istiod_lite.ops.http import HttpServer, Response
+from istiod_lite.ops.metrics import Metrics
 from istiod_lite.ops.status import IssueReporter
 from istiod_lite.settings import Settings, split_address
 from istiod_lite.sources.files import DirectorySource
@@ -25,6 +26,7 @@ from istiod_lite.xds.debounce import Debouncer
 from istiod_lite.xds.server import AdsServer
 
 log = logging.getLogger("istiod_lite")
+_ISSUES_ONLY = ConfigKey("", "", "load-issues")  # a change that only touched load issues (e.g. bad YAML)
 
 
 def waypoint_of_node(node: Any) -> str | None:
@@ -52,7 +54,9 @@ class App:
         self.store = ConfigStore(root_namespace=settings.root_namespace, domain_suffix=settings.domain_suffix,
                                  on_change=self._on_change)
         self.cache = SnapshotCache()
-        self.server = AdsServer(self.cache, group_for_node=waypoint_of_node, ack_timeout=settings.ack_timeout)
+        self.metrics = Metrics()
+        self.server = AdsServer(self.cache, group_for_node=waypoint_of_node, ack_timeout=settings.ack_timeout,
+                                on_event=self.metrics.on_event)
         self.reporter = IssueReporter()
         self.resources: dict[str, xds_types.ResourceSet] = {}
         self.http = HttpServer({
@@ -60,18 +64,27 @@ class App:
             "/debug/config_dump": self._config_dump,
             "/debug/issues": lambda q: Response.json(self.reporter.as_json()),
             "/debug/syncz": self._syncz,
+            "/metrics": lambda q: Response(200, self.metrics.render(), self.metrics.content_type),
         })
         self.source = DirectorySource(settings.config_dir, settings.poll_interval) if settings.config_dir else None
         self.pushes = 0
         self.ready = asyncio.Event()
         self.xds_port = 0
         self.http_port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pushed_version = -1
 
     # ---- wiring -------------------------------------------------------------------------------------
     def _on_change(self, keys: set[ConfigKey]) -> None:
-        self.debouncer.add(keys or {ConfigKey("", "", "")})
+        """Store callback; sources may call it from worker threads, so hop onto the event loop."""
+        batch = keys or {_ISSUES_ONLY}
+        if self._loop is None:
+            self.debouncer.add(batch)
+        else:
+            self._loop.call_soon_threadsafe(self.debouncer.add, batch)
 
     async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         xds_host, xds_port = split_address(self.settings.xds_address, 15010)
         http_host, http_port = split_address(self.settings.http_address, 15014)
         self.xds_port = await self.server.start(f"{xds_host}:{xds_port}" if ":" not in xds_host
@@ -101,6 +114,8 @@ class App:
         self._mark_ready()
         while True:
             batch = await self.debouncer.next_batch()
+            if self.store.version == self._pushed_version:
+                continue  # already pushed (changes that arrived before the start-up push)
             await self.push(batch)
 
     def _mark_ready(self) -> None:
@@ -115,6 +130,7 @@ class App:
         """Translate every waypoint from the current snapshot and push what changed."""
         started = time.perf_counter()
         snapshot = self.store.snapshot()
+        self._pushed_version = snapshot.version
         issues: list[Issue] = list(snapshot.issues)
         groups = set()
         live = set()
@@ -131,8 +147,11 @@ class App:
             self.resources.pop(name, None)
             groups.add(name)
         self.reporter.update(issues)
+        self.metrics.snapshot_seen(snapshot, issues)
         if groups:
+            self.metrics.waypoints_changed(groups, _reason(cause))
             await self.server.notify(groups)
+        self.metrics.push_duration.observe(time.perf_counter() - started)
         self.pushes += 1
         log.info("push %d: snapshot v%d, %d waypoint(s) changed %s in %.1f ms (cause: %s)", self.pushes,
                  snapshot.version, len(groups), sorted(groups), (time.perf_counter() - started) * 1000,
@@ -174,8 +193,13 @@ def _as_dict(obj: Any) -> Any:
     return obj
 
 
+def _reason(cause: Any) -> str:
+    kinds = sorted({c.kind for c in cause if isinstance(c, ConfigKey) and c.kind})
+    return ",".join(kinds) if kinds else "startup" if "startup" in cause else "other"
+
+
 def _describe(cause: Any) -> str:
-    items = sorted(str(c) for c in cause if str(c) != "//")
+    items = sorted(str(c) for c in cause if c != _ISSUES_ONLY)
     if len(items) > 5:
         return ", ".join(items[:5]) + f" and {len(items) - 5} more"
     return ", ".join(items) or "config change"

@@ -1,0 +1,104 @@
+"""Prometheus metrics (prometheus-client), in a registry owned by one App (nothing built at import time).
+
+Fed by the ADS server's events (connect, disconnect, push, ack, nack, ack_timeout), by each push of the app
+(duration, changed waypoints) and by each snapshot (objects by kind and validity).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter as Tally
+from typing import Any, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from istiod_lite.model.meta import Issue
+from istiod_lite.model.snapshot import ConfigSnapshot
+from istiod_lite.xds.types import SHORT_NAMES
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+def _short(type_url: str) -> str:
+    return SHORT_NAMES.get(type_url, type_url.rsplit(".", 1)[-1])
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.connected = Gauge("istiod_lite_xds_connected_proxies", "Connected proxies",
+                               ["waypoint", "flavour"], registry=r)
+        self.pushes = Counter("istiod_lite_xds_pushes_total", "xDS responses sent", ["type", "reason"], registry=r)
+        self.resources_sent = Counter("istiod_lite_xds_resources_sent_total", "Resources sent", ["type"], registry=r)
+        self.acks = Counter("istiod_lite_xds_acks_total", "ACKs received", ["type"], registry=r)
+        self.nacks = Counter("istiod_lite_xds_nacks_total", "NACKs received", ["type", "waypoint"], registry=r)
+        self.ack_timeouts = Counter("istiod_lite_xds_ack_timeouts_total", "Pushes whose ACK never came", ["type"],
+                                    registry=r)
+        self.push_duration = Histogram("istiod_lite_push_duration_seconds",
+                                       "Snapshot -> translate -> cache, per push", buckets=_LATENCY_BUCKETS,
+                                       registry=r)
+        self.convergence = Histogram("istiod_lite_convergence_seconds",
+                                     "Config change seen -> ACK from a proxy, per type", ["type"],
+                                     buckets=_LATENCY_BUCKETS, registry=r)
+        self.objects = Gauge("istiod_lite_config_objects", "Config objects by kind and validity",
+                             ["kind", "valid"], registry=r)
+        self.issues = Gauge("istiod_lite_config_issues", "Current issues by kind and severity",
+                            ["kind", "severity"], registry=r)
+        self.source_events = Counter("istiod_lite_source_events_total", "Objects changed by sources",
+                                     ["source"], registry=r)
+        self._changed_at: dict[str, float] = {}
+        self._push_reason: dict[str, str] = {}
+        self._observed: set[tuple[str, str, str]] = set()  # (group, node, type) already measured
+
+    # ---- app hooks ---------------------------------------------------------------------------------
+    def waypoints_changed(self, groups: Iterable[str], reason: str, now: float | None = None) -> None:
+        t = time.monotonic() if now is None else now
+        for g in groups:
+            self._changed_at[g] = t
+            self._push_reason[g] = reason
+            self._observed = {k for k in self._observed if k[0] != g}
+
+    def snapshot_seen(self, snapshot: ConfigSnapshot, issues: Iterable[Issue]) -> None:
+        valid = Tally(g.key.kind for g in snapshot.gateways)
+        valid.update({"Service/ServiceEntry": len(snapshot.services)})
+        valid.update(c.key.kind for c in snapshot.virtual_services)
+        valid.update(c.key.kind for c in snapshot.destination_rules)
+        valid.update(c.key.kind for c in snapshot.authorization_policies)
+        self.objects.clear()
+        for kind, n in valid.items():
+            self.objects.labels(kind, "true").set(n)
+        invalid = Tally(i.key.kind for i in issues if i.is_error and i.key is not None)
+        for kind, n in invalid.items():
+            self.objects.labels(kind, "false").set(n)
+        self.issues.clear()
+        for (kind, sev), n in Tally((i.key.kind if i.key else "file", i.severity.value) for i in issues).items():
+            self.issues.labels(kind, sev).set(n)
+
+    # ---- ADS server events -------------------------------------------------------------------------
+    def on_event(self, name: str, data: dict[str, Any]) -> None:
+        group = data.get("group", "")
+        t = _short(data.get("type_url", ""))
+        if name == "connect":
+            self.connected.labels(group, data.get("flavour", "")).inc()
+        elif name == "disconnect":
+            self.connected.labels(group, data.get("flavour", "")).dec()
+        elif name == "push":
+            self.pushes.labels(t, self._push_reason.get(group, "request")).inc()
+            self.resources_sent.labels(t).inc(data.get("resources", 0))
+        elif name == "ack":
+            self.acks.labels(t).inc()
+            changed = self._changed_at.get(group)
+            seen = (group, data.get("node_id", ""), t)
+            if changed is not None and seen not in self._observed:
+                self._observed.add(seen)
+                self.convergence.labels(t).observe(max(0.0, time.monotonic() - changed))
+        elif name == "nack":
+            self.nacks.labels(t, group).inc()
+        elif name == "ack_timeout":
+            self.ack_timeouts.labels(t).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
