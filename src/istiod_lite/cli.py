@@ -105,6 +105,8 @@ def _load_dir(config_dir: str, root_namespace: str):
 
 
 def _translate(args: argparse.Namespace) -> int:
+    import json
+
     from google.protobuf import json_format
 
     from istiod_lite.model.meta import ConfigKey
@@ -118,7 +120,7 @@ def _translate(args: argparse.Namespace) -> int:
         print(issue, file=sys.stderr)
     rs = result.resources.resources
     out = {
-        SHORT_NAMES[t].lower(): [json_format.MessageToDict(rs[t][n], preserving_proto_field_name=True)
+        SHORT_NAMES[t].lower(): [json.loads(json_format.MessageToJson(rs[t][n], preserving_proto_field_name=True))
                                  for n in sorted(rs[t])]
         for t in PUSH_ORDER if t in rs
     }

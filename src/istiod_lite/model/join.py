@@ -56,7 +56,7 @@ def kubernetes_services(services: Iterable[KubeService], slices: Iterable[KubeEn
                 pod = pods.get(ConfigKey("Pod", key.namespace, ep.pod)) if ep.pod else None
                 labels = pod.meta.labels if pod else ()
                 for addr in ep.addresses:
-                    endpoints.append(Endpoint(addr, tuple(mapping), labels, locality=ep.zone))
+                    endpoints.append(Endpoint(addr, tuple(mapping), labels, locality=ep.zone and f"/{ep.zone}"))
         hostname = f"{key.name}.{key.namespace}.svc.{domain_suffix}"
         out.append((svc.meta, Service(svc.meta, hostname, ports, svc.cluster_ips, tuple(sorted(set(endpoints))))))
     return out

@@ -30,6 +30,9 @@ CORE_KINDS = {
     "EndpointSlice": "discovery.k8s.io/v1",
 }
 CLUSTER_SCOPED = {"Namespace", "GatewayClass"}
+# Kept despite spec errors (the errors stay in the snapshot's issues): dropping an invalid AuthorizationPolicy
+# would fail open, so the translator keeps it and denies the traffic it targets (translate/authz.py).
+KEEP_INVALID = frozenset({"AuthorizationPolicy"})
 SUPPORTED_KINDS = frozenset(ISTIO_GROUPS) | frozenset(CORE_KINDS)
 
 
@@ -88,7 +91,7 @@ def parse_object(obj: Any, file: str | None = None) -> tuple[Parsed | None, list
     if not any(i.is_error for i in issues):
         issues += validate.semantic(kind, spec, key)
     issues = [i.with_file(file) for i in issues]
-    if any(i.is_error for i in issues):
+    if any(i.is_error for i in issues) and kind not in KEEP_INVALID:
         return None, issues
     if kind == "Gateway":
         return Parsed(key, _gateway(spec, meta), file), issues

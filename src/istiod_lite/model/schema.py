@@ -86,6 +86,11 @@ def _matches(value: Any, schema: dict[str, Any]) -> bool:
     if "required" in schema:
         if not isinstance(value, dict) or any(r not in value for r in schema["required"]):
             return False
+    if "enum" in schema and value not in schema["enum"]:
+        return False
+    if "properties" in schema and isinstance(value, dict):
+        if any(k in value and not _matches(value[k], s) for k, s in schema["properties"].items()):
+            return False
     return True
 
 

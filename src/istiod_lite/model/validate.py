@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 
 import re2
 
+from istiod_lite.model import validate_authz
 from istiod_lite.model.duration import parse_duration
 from istiod_lite.model.meta import ConfigKey, Issue, error
 
@@ -161,4 +162,5 @@ _EXTRA: dict[str, Callable[[dict[str, Any], ConfigKey], list[Issue]]] = {
     "VirtualService": _virtual_service,
     "DestinationRule": _destination_rule,
     "ServiceEntry": _service_entry,
+    "AuthorizationPolicy": validate_authz.check,
 }

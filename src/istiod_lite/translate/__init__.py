@@ -1,0 +1,74 @@
+"""The translate room: ``translate(snapshot, waypoint, options) -> TranslateResult`` (Envoy resources + Issues).
+
+Pure and deterministic: no I/O, logging, clock or environment reads; switches come in TranslateOptions; every
+resource map is built in name order. Reads like a table of contents:
+
+1. waypoint.resolve      the waypoint Gateway and the services bound to it (missing -> empty result + Issue)
+2. listeners             one Envoy listener per Gateway HTTP listener port, HCM with RDS
+3. routes                one RouteConfiguration per listener: a virtual host per bound service, VirtualService
+                         rules (route_match, route_action, retries), domains
+4. clusters              inbound-vip clusters of bound services (+ DestinationRule subsets), outbound clusters of
+                         other destinations (cluster_policy for DestinationRule traffic policy)
+5. endpoints             one ClusterLoadAssignment per EDS cluster
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from istiod_lite.model.meta import ConfigKey, Issue
+from istiod_lite.model.snapshot import ConfigSnapshot
+from istiod_lite.translate import clusters, endpoints, listeners, routes
+from istiod_lite.translate.destination_rules import DestinationRules
+from istiod_lite.translate.options import TranslateOptions
+from istiod_lite.translate.waypoint import resolve
+from istiod_lite.xds import types
+
+__all__ = ["translate", "TranslateOptions", "TranslateResult"]
+
+
+@dataclass(frozen=True)
+class TranslateResult:
+    resources: types.ResourceSet
+    issues: tuple[Issue, ...]
+
+
+def _sorted(d: dict) -> dict:
+    return {k: d[k] for k in sorted(d)}
+
+
+def translate(snapshot: ConfigSnapshot, waypoint: ConfigKey,
+              options: TranslateOptions = TranslateOptions()) -> TranslateResult:
+    wp, problem = resolve(snapshot, waypoint, options)
+    if wp is None:
+        empty = {t: {} for t in (types.LISTENER, types.ROUTE, types.CLUSTER, types.ENDPOINT)}
+        return TranslateResult(types.ResourceSet(empty), (problem,) if problem else ())
+    drs = DestinationRules(wp)
+    out: dict[str, dict] = {types.LISTENER: {}, types.ROUTE: {}, types.CLUSTER: {}, types.ENDPOINT: {}}
+    sources: dict[tuple[str, str], set[ConfigKey]] = {}
+
+    refs = clusters.inbound_refs(wp, drs)
+    for gl in wp.http_listeners():
+        lst = listeners.build_listener(wp, gl)
+        out[types.LISTENER][lst.name] = lst
+        sources[(types.LISTENER, lst.name)] = {wp.key}
+        rr = routes.route_configuration(wp, drs, gl.port)
+        out[types.ROUTE][rr.config.name] = rr.config
+        sources[(types.ROUTE, rr.config.name)] = rr.sources | routes.dr_sources(drs, rr.refs)
+        refs.extend(rr.refs)
+
+    built, eds_refs, cluster_sources = clusters.build_clusters(wp, drs, refs)
+    for name, c in built.items():
+        out[types.CLUSTER][name] = c
+        sources[(types.CLUSTER, name)] = cluster_sources[name]
+    for name, ref in eds_refs.items():
+        out[types.ENDPOINT][name] = endpoints.load_assignment(ref)
+        sources[(types.ENDPOINT, name)] = {ref.service.key} | ({ref.subset.source} if ref.subset else set())
+
+    resources = {t: _sorted(v) for t, v in out.items()}
+    src = {k: tuple(sorted(str(x) for x in v)) for k, v in sorted(sources.items())}
+    return TranslateResult(types.ResourceSet(resources, src), tuple(sorted(set(wp.issues), key=_issue_order)))
+
+
+def _issue_order(i: Issue) -> tuple:
+    return (i.key or ConfigKey("", "", ""), i.path, i.message, i.reason, i.severity.value)

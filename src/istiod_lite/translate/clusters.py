@@ -1,0 +1,133 @@
+"""Clusters: ``inbound-vip|PORT|http[/SUBSET]|HOST`` for every HTTP port (and DestinationRule subset) of every
+service bound to the waypoint, plus ``outbound|PORT|SUBSET|HOST`` for VirtualService destinations not bound to it.
+
+Discovery type by service resolution: STATIC -> EDS over ADS (endpoints in endpoints.py); DNS -> STRICT_DNS and
+DNS_ROUND_ROBIN -> LOGICAL_DNS with inline endpoints (the ServiceEntry endpoints, else its host); NONE ->
+ORIGINAL_DST. Traffic policy: cluster_policy.py on destination_rules.effective_policy. DestinationRule fields not
+translated yet are reported once per DestinationRule.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import config_source_pb2
+
+from istiod_lite.model.istio import IstioConfig
+from istiod_lite.model.meta import ConfigKey, warning
+from istiod_lite.translate import cluster_policy, endpoints
+from istiod_lite.translate.destination_rules import DestinationRules, effective_policy
+from istiod_lite.translate.destinations import ClusterRef, inbound_ref
+from istiod_lite.translate.durations import seconds_duration
+from istiod_lite.translate.waypoint import Waypoint, http_ports
+
+DR_FIELDS = frozenset({"host", "trafficPolicy", "subsets"})
+POLICY_FIELDS = frozenset({"connectionPool", "outlierDetection", "loadBalancer", "portLevelSettings", "tls"})
+LB_FIELDS = frozenset({"simple"})
+TLS_IGNORED_MODES = frozenset({"DISABLE", "ISTIO_MUTUAL"})
+
+
+def inbound_refs(wp: Waypoint, drs: DestinationRules) -> list[ClusterRef]:
+    refs = []
+    for svc in wp.services:
+        rule = drs.for_service(svc)
+        for port in http_ports(svc):
+            refs.append(inbound_ref(svc, port))
+            for subset in rule.subsets if rule else ():
+                refs.append(inbound_ref(svc, port, subset))
+    return refs
+
+
+def ads_config_source() -> config_source_pb2.ConfigSource:
+    src = config_source_pb2.ConfigSource(resource_api_version=config_source_pb2.V3)
+    src.ads.SetInParent()
+    return src
+
+
+def _discovery(c: cluster_pb2.Cluster, ref: ClusterRef) -> bool:
+    """Sets the discovery type; True when the cluster needs an EDS ClusterLoadAssignment."""
+    res = ref.service.resolution
+    if res in ("DNS", "DNS_ROUND_ROBIN"):
+        c.type = cluster_pb2.Cluster.STRICT_DNS if res == "DNS" else cluster_pb2.Cluster.LOGICAL_DNS
+        eps = [(e.address, endpoints.endpoint_port(ref, e), e.weight, e.locality)
+               for e in endpoints.selected_endpoints(ref)]
+        if not eps and "*" not in ref.service.hostname:
+            eps = [(ref.service.hostname, ref.port.target_port or ref.port.number, 0, "")]
+        if res == "DNS_ROUND_ROBIN":
+            eps = sorted(eps)[:1]
+        c.load_assignment.CopyFrom(endpoints.load_assignment(ref, eps))
+        return False
+    if res == "NONE":
+        c.type = cluster_pb2.Cluster.ORIGINAL_DST
+        c.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
+        return False
+    c.type = cluster_pb2.Cluster.EDS
+    c.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
+    return True
+
+
+def build_cluster(wp: Waypoint, drs: DestinationRules, ref: ClusterRef) -> tuple[cluster_pb2.Cluster, bool, set[ConfigKey]]:
+    c = cluster_pb2.Cluster(name=ref.name, connect_timeout=seconds_duration(wp.options.connect_timeout_seconds))
+    rule = drs.for_service(ref.service)
+    policy = effective_policy(rule, ref.port.number, ref.subset)
+    cluster_policy.apply_load_balancer(c, policy.get("loadBalancer"))
+    eds = _discovery(c, ref)
+    cluster_policy.apply_connection_pool(c, policy.get("connectionPool"), ref.port)
+    cluster_policy.apply_outlier_detection(c, policy.get("outlierDetection"))
+    sources = {ref.service.key}
+    if rule is not None:
+        if rule.policy_source is not None:
+            sources.add(rule.policy_source)
+        if ref.subset is not None:
+            sources.add(ref.subset.source)
+    return c, eds, sources
+
+
+def _policy_issues(wp: Waypoint, key: ConfigKey, policy: Mapping[str, Any] | None, path: str) -> None:
+    if not policy:
+        return
+    for f in sorted(set(policy) - POLICY_FIELDS - {"port"}):
+        wp.report(warning(key, f"{path}.{f}", f"{f} is not supported yet; ignored"))
+    lb = policy.get("loadBalancer") or {}
+    for f in sorted(set(lb) - LB_FIELDS):
+        wp.report(warning(key, f"{path}.loadBalancer.{f}", f"loadBalancer.{f} is not supported yet; ignored"))
+    if lb.get("simple") == "PASSTHROUGH":
+        wp.report(warning(key, f"{path}.loadBalancer.simple", "PASSTHROUGH is not supported yet; LEAST_REQUEST used"))
+    mode = (policy.get("tls") or {}).get("mode")
+    if mode and mode not in TLS_IGNORED_MODES:
+        wp.report(warning(key, f"{path}.tls.mode", f"tls mode {mode} is not supported yet; plain text is used"))
+    for i, pls in enumerate(policy.get("portLevelSettings") or ()):
+        _policy_issues(wp, key, pls, f"{path}.portLevelSettings[{i}]")
+
+
+def report_destination_rule(wp: Waypoint, dr: IstioConfig) -> None:
+    for f in sorted(set(dr.spec) - DR_FIELDS):
+        wp.report(warning(dr.key, f"spec.{f}", f"{f} is not supported yet; ignored"))
+    _policy_issues(wp, dr.key, dr.spec.get("trafficPolicy"), "spec.trafficPolicy")
+    for i, s in enumerate(dr.spec.get("subsets") or ()):
+        _policy_issues(wp, dr.key, s.get("trafficPolicy"), f"spec.subsets[{i}].trafficPolicy")
+
+
+def build_clusters(wp: Waypoint, drs: DestinationRules, refs: list[ClusterRef]
+                   ) -> tuple[dict[str, cluster_pb2.Cluster], dict[str, ClusterRef], dict[str, set[ConfigKey]]]:
+    """(clusters by name, EDS refs by cluster name, sources by cluster name)."""
+    clusters: dict[str, cluster_pb2.Cluster] = {}
+    eds_refs: dict[str, ClusterRef] = {}
+    sources: dict[str, set[ConfigKey]] = {}
+    reported: set[ConfigKey] = set()
+    for ref in sorted(refs, key=lambda r: r.name):
+        if ref.name in clusters:
+            continue
+        rule = drs.for_service(ref.service)
+        for key in rule.keys if rule else ():
+            if key not in reported:
+                reported.add(key)
+                dr = next(d for d in wp.snapshot.destination_rules if d.key == key)
+                report_destination_rule(wp, dr)
+        c, eds, src = build_cluster(wp, drs, ref)
+        clusters[ref.name] = c
+        sources[ref.name] = src
+        if eds:
+            eds_refs[ref.name] = ref
+    return clusters, eds_refs, sources

@@ -1,0 +1,119 @@
+"""VirtualService ``http[].match[]`` -> Envoy RouteMatch (Istio ``route.go translateRouteMatch``).
+
+Several match blocks are ORed (one Envoy route each); fields inside one block are ANDed. ``uri`` exact/prefix/
+regex -> path/prefix/safe_regex (none -> prefix "/"); ``ignoreUriCase`` -> case_sensitive (always set, as Istio);
+``headers``/``withoutHeaders`` (sorted by name; regex ``*`` or an empty matcher -> present_match), ``method``/
+``authority``/``scheme`` -> pseudo-header matchers; ``queryParams``; ``port`` must equal the served port or the
+block is dropped. ``sourceLabels``/``sourceNamespace``/``gateways`` cannot apply at a waypoint: the block is dropped
+with a warning (Istio drops sourceLabels matches at waypoints, istio/istio#51565).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+
+from istiod_lite.model.istio import IstioConfig
+from istiod_lite.model.meta import warning
+from istiod_lite.translate.waypoint import Waypoint
+
+SUPPORTED = frozenset({"name", "uri", "ignoreUriCase", "headers", "withoutHeaders", "method", "authority", "scheme",
+                       "queryParams", "port", "statPrefix", "sourceLabels", "sourceNamespace", "gateways"})
+
+
+@dataclass(frozen=True)
+class Match:
+    name: str
+    match: rc.RouteMatch
+    catch_all: bool  # matches every request: later rules are unreachable
+    stat_prefix: str = ""
+
+
+def string_matcher(spec: Mapping[str, Any]) -> string_pb2.StringMatcher | None:
+    """Istio StringMatch -> Envoy StringMatcher; None means "present" (empty matcher, regex "*", empty prefix)."""
+    if "exact" in spec:
+        return string_pb2.StringMatcher(exact=str(spec["exact"]))
+    if "prefix" in spec and spec["prefix"]:
+        return string_pb2.StringMatcher(prefix=str(spec["prefix"]))
+    if "regex" in spec and spec["regex"] not in ("", "*"):
+        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=str(spec["regex"])))
+    return None
+
+
+def header_matcher(name: str, spec: Mapping[str, Any] | None, invert: bool = False) -> rc.HeaderMatcher:
+    sm = string_matcher(spec or {})
+    hm = rc.HeaderMatcher(name=name)
+    if sm is None:
+        hm.present_match = True
+    else:
+        hm.string_match.CopyFrom(sm)
+        if invert:
+            hm.treat_missing_header_as_empty = True
+    if invert:
+        hm.invert_match = True
+    return hm
+
+
+def _uri(m: rc.RouteMatch, uri: Mapping[str, Any] | None) -> bool:
+    """Sets the path specifier; True when the URI part matches everything."""
+    uri = uri or {}
+    if "exact" in uri:
+        m.path = str(uri["exact"])
+    elif "prefix" in uri:
+        m.prefix = str(uri["prefix"]) or "/"
+    elif "regex" in uri and uri["regex"] not in ("", "*"):
+        m.safe_regex.regex = str(uri["regex"])
+    else:
+        m.prefix = "/"
+    return m.WhichOneof("path_specifier") == "prefix" and m.prefix == "/"
+
+
+def build_match(spec: Mapping[str, Any]) -> Match:
+    m = rc.RouteMatch()
+    everything = _uri(m, spec.get("uri"))
+    m.case_sensitive.value = not bool(spec.get("ignoreUriCase", False))
+    headers = [header_matcher(k, v) for k, v in sorted((spec.get("headers") or {}).items())]
+    headers += [header_matcher(k, v, invert=True) for k, v in sorted((spec.get("withoutHeaders") or {}).items())]
+    for field, pseudo in (("method", ":method"), ("authority", ":authority"), ("scheme", ":scheme")):
+        if spec.get(field) is not None:
+            headers.append(header_matcher(pseudo, spec[field]))
+    m.headers.extend(headers)
+    for k, v in sorted((spec.get("queryParams") or {}).items()):
+        qp = rc.QueryParameterMatcher(name=k)
+        sm = string_matcher(v or {})
+        if sm is None:
+            qp.present_match = True
+        else:
+            qp.string_match.CopyFrom(sm)
+        m.query_parameters.append(qp)
+    catch_all = everything and not headers and not m.query_parameters
+    return Match(str(spec.get("name", "")), m, catch_all, str(spec.get("statPrefix", "")))
+
+
+def build_matches(wp: Waypoint, vs: IstioConfig, rule: Mapping[str, Any], path: str, served_port: int) -> list[Match]:
+    """The Envoy matches of one http rule; a rule without ``match`` is one catch-all match. An empty list means
+    every block was dropped (the rule produces no route)."""
+    blocks = rule.get("match") or []
+    if not blocks:
+        return [build_match({})]
+    out = []
+    for i, spec in enumerate(blocks):
+        mpath = f"{path}.match[{i}]"
+        for field in sorted(set(spec) - SUPPORTED):
+            wp.report(warning(vs.key, f"{mpath}.{field}", f"match field {field} is not supported yet; ignored"))
+        if spec.get("sourceLabels") or spec.get("sourceNamespace"):
+            field = "sourceLabels" if spec.get("sourceLabels") else "sourceNamespace"
+            wp.report(warning(vs.key, f"{mpath}.{field}", f"{field} cannot be matched at a waypoint; this match "
+                              "block is dropped", "UnsupportedAtWaypoint"))
+            continue
+        gateways = spec.get("gateways")
+        if gateways and "mesh" not in gateways:
+            continue  # this block applies to other gateways only
+        port = spec.get("port")
+        if port is not None and int(port) != served_port:
+            continue  # Istio: a port match only applies to that port
+        out.append(build_match(spec))
+    return out
