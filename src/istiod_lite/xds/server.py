@@ -1,0 +1,333 @@
+"""AdsServer: a grpc.aio Aggregated Discovery Service (Delta and SotW) serving a SnapshotCache.
+
+Generic handlers with no response serializer: responses are wire bytes assembled from the cache's frames.
+Per stream, one loop pushes types in PUSH_ORDER (CDS, EDS, LDS, RDS, ...), with at most one un-ACKed
+response per type (newer state coalesces while waiting). Listeners and routes wait for the CDS/EDS ACK
+(make before break); cluster/endpoint removals wait until listeners and routes are settled (break after).
+A pending ACK older than `ack_timeout` is abandoned (logged, `ack_timeout` event) and newer state is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import grpc
+from envoy.service.discovery.v3 import discovery_pb2
+
+from istiod_lite.xds import delta, sotw
+from istiod_lite.xds.cache import EMPTY, SnapshotCache
+from istiod_lite.xds.subscription import TypeState
+from istiod_lite.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES
+
+log = logging.getLogger(__name__)
+
+SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+_MAKE_FIRST = (CLUSTER, ENDPOINT)  # listeners/routes wait for these to be ACKed
+_BREAK_AFTER = (LISTENER, ROUTE)  # cluster/endpoint removals wait for these to settle
+
+
+@dataclass(frozen=True)
+class NackInfo:
+    node_id: str
+    group: str
+    flavour: str
+    type_url: str
+    nonce: str
+    error_detail: str
+    resource_names: tuple[str, ...]
+    versions: dict[str, str]
+
+
+@dataclass
+class TypeInfo:
+    type_url: str
+    version_sent: str
+    nonce_sent: str
+    version_acked: str
+    last_error: str
+    pending_nonce: str | None
+    in_sync: bool
+    resources_sent: int
+    acks: int
+    nacks: int
+    ack_timeouts: int
+    subscribed: list[str] | str  # "*" for wildcard
+
+
+@dataclass
+class ConnectionInfo:
+    stream_id: int
+    node_id: str
+    group: str
+    flavour: str
+    connected_at: float
+    types: dict[str, TypeInfo] = field(default_factory=dict)
+
+    @property
+    def in_sync(self) -> bool:
+        return all(t.in_sync for t in self.types.values())
+
+
+class _Stream:
+    def __init__(self, stream_id: int, node_id: str, group: str, proto, now: float):
+        self.id = stream_id
+        self.node_id = node_id
+        self.group = group
+        self.proto = proto
+        self.connected_at = now
+        self.types: dict[str, TypeState] = {}
+        self.wake = asyncio.Event()
+        self.closed = False
+        self.nonces = itertools.count(1)
+
+    def state(self, type_url: str) -> TypeState:
+        ts = self.types.get(type_url)
+        if ts is None:
+            ts = self.types[type_url] = TypeState(type_url)
+        return ts
+
+    def ordered_types(self) -> list[str]:
+        known = [t for t in PUSH_ORDER if t in self.types]
+        return known + sorted(t for t in self.types if t not in PUSH_ORDER)
+
+
+class AdsServer:
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        group_for_node: Callable[[Any], str | None],
+        ack_timeout: float = 5.0,
+        on_nack: Callable[[NackInfo], None] | None = None,
+        on_event: Callable[[str, dict], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_concurrent_pushes: int = 64,
+    ):
+        self.cache = cache
+        self.group_for_node = group_for_node
+        self.ack_timeout = ack_timeout
+        self.on_nack = on_nack
+        self.on_event = on_event
+        self.clock = clock
+        self.resources_sent = 0
+        self.responses_sent = 0
+        self.nacks = 0
+        self.ack_timeouts = 0
+        self._streams: dict[int, _Stream] = {}
+        self._ids = itertools.count(1)
+        self._server: grpc.aio.Server | None = None
+        self._push_slots = asyncio.Semaphore(max_concurrent_pushes)
+
+    # ---- lifecycle ----
+    async def start(self, address: str = "127.0.0.1:0") -> int:
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_send_message_length", 256 * 1024 * 1024),
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ]
+        )
+        handlers = {
+            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self._serve_sotw,
+                request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                response_serializer=None,
+            ),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self._serve_delta,
+                request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                response_serializer=None,
+            ),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        port = server.add_insecure_port(address)
+        await server.start()
+        self._server = server
+        return port
+
+    async def stop(self, grace: float = 0.5) -> None:
+        """End every stream cleanly (status OK, the proxies reconnect elsewhere), then stop the server."""
+        for stream in list(self._streams.values()):
+            stream.closed = True
+            stream.wake.set()
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+
+    async def notify(self, groups: set[str] | frozenset[str]) -> None:
+        """The cache changed for these groups: wake their streams (each pushes the latest state)."""
+        for stream in list(self._streams.values()):
+            if stream.group in groups:
+                stream.wake.set()
+
+    # ---- observability ----
+    def connections(self) -> list[ConnectionInfo]:
+        out = []
+        for s in list(self._streams.values()):
+            resources = self.cache.get(s.group)
+            info = ConnectionInfo(s.id, s.node_id, s.group, s.proto.FLAVOUR, s.connected_at)
+            for type_url, ts in s.types.items():
+                info.types[type_url] = TypeInfo(
+                    type_url=type_url,
+                    version_sent=ts.version_sent,
+                    nonce_sent=ts.nonce_sent,
+                    version_acked=ts.version_acked,
+                    last_error=ts.last_error,
+                    pending_nonce=ts.pending.nonce if ts.pending else None,
+                    in_sync=s.proto.in_sync(ts, resources.get(type_url, EMPTY)),
+                    resources_sent=ts.resources_sent,
+                    acks=ts.acks,
+                    nacks=ts.nacks,
+                    ack_timeouts=ts.ack_timeouts,
+                    subscribed="*" if ts.wildcard else sorted(ts.names),
+                )
+            out.append(info)
+        return out
+
+    def _event(self, name: str, stream: _Stream, **data) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(name, {"node_id": stream.node_id, "group": stream.group,
+                                     "flavour": stream.proto.FLAVOUR, **data})
+            except Exception:  # an observer must not break the stream
+                log.exception("on_event callback failed")
+
+    # ---- streams ----
+    async def _serve_sotw(self, request_iterator, context) -> None:
+        await self._serve(sotw, context)
+
+    async def _serve_delta(self, request_iterator, context) -> None:
+        await self._serve(delta, context)
+
+    async def _serve(self, proto, context: grpc.aio.ServicerContext) -> None:
+        first = await context.read()
+        if first is grpc.aio.EOF:
+            return
+        node = first.node
+        group = self.group_for_node(node)
+        if group is None:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"node {node.id!r} maps to no waypoint: set node.metadata WAYPOINT to 'namespace/name' "
+                "of a known waypoint",
+            )
+            return
+        stream = _Stream(next(self._ids), node.id, group, proto, self.clock())
+        self._streams[stream.id] = stream
+        self._event("connect", stream)
+        log.info("ADS %s stream %d connected: node %s group %s", proto.FLAVOUR, stream.id, node.id, group)
+        self._on_request(stream, first)
+        reader = asyncio.create_task(self._read(stream, context), name=f"ads-read-{stream.id}")
+        try:
+            while not stream.closed:
+                stream.wake.clear()
+                async with self._push_slots:
+                    for body in self._plan(stream):
+                        await context.write(body)
+                timeout = self._next_deadline(stream)
+                try:
+                    await asyncio.wait_for(stream.wake.wait(), timeout)
+                except TimeoutError:
+                    pass
+            if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                log.info("ADS stream %d read failed: %r", stream.id, reader.exception())
+        finally:
+            reader.cancel()
+            self._streams.pop(stream.id, None)
+            self._event("disconnect", stream)
+            log.info("ADS stream %d closed (node %s)", stream.id, stream.node_id)
+
+    async def _read(self, stream: _Stream, context) -> None:
+        try:
+            while True:
+                req = await context.read()
+                if req is grpc.aio.EOF:
+                    return
+                self._on_request(stream, req)
+                stream.wake.set()
+        finally:
+            stream.closed = True
+            stream.wake.set()
+
+    def _on_request(self, stream: _Stream, req) -> None:
+        type_url = req.type_url
+        if not type_url:
+            return
+        ts = stream.state(type_url)
+        result = stream.proto.on_request(ts, req)
+        short = SHORT_NAMES.get(type_url, type_url)
+        if result.kind == "ack":
+            done = ts.ack()
+            self._event("ack", stream, type_url=type_url, nonce=done.nonce, version=done.version,
+                        latency=self.clock() - done.sent_at)
+        elif result.kind == "nack":
+            done = ts.nack(result.error)
+            self.nacks += 1
+            info = NackInfo(stream.node_id, stream.group, stream.proto.FLAVOUR, type_url, done.nonce,
+                            result.error, tuple(sorted(done.upserts)) + done.removed, dict(done.upserts))
+            log.warning("NACK %s from %s (group %s) nonce %s: %s", short, stream.node_id, stream.group,
+                        done.nonce, result.error)
+            self._event("nack", stream, type_url=type_url, nonce=done.nonce, error_detail=result.error)
+            if self.on_nack is not None:
+                try:
+                    self.on_nack(info)
+                except Exception:
+                    log.exception("on_nack callback failed")
+        elif result.kind == "stale":
+            log.debug("stale nonce %s for %s from %s", req.response_nonce, short, stream.node_id)
+
+    def _abandon_expired(self, stream: _Stream, now: float) -> None:
+        for ts in stream.types.values():
+            if ts.pending is not None and now - ts.pending.sent_at >= self.ack_timeout:
+                done = ts.abandon()
+                self.ack_timeouts += 1
+                log.warning("no ACK for %s nonce %s from %s after %.1fs: sending newer state anyway",
+                            SHORT_NAMES.get(ts.type_url, ts.type_url), done.nonce, stream.node_id,
+                            now - done.sent_at)
+                self._event("ack_timeout", stream, type_url=ts.type_url, nonce=done.nonce)
+
+    def _settled(self, stream: _Stream, type_url: str, resources) -> bool:
+        ts = stream.types.get(type_url)
+        if ts is None or not ts.requested:
+            return True
+        return ts.pending is None and not stream.proto.has_work(ts, resources.get(type_url, EMPTY))
+
+    def _plan(self, stream: _Stream) -> list[bytes]:
+        """Responses to send now, in push order; records each as pending on its type."""
+        now = self.clock()
+        self._abandon_expired(stream, now)
+        resources = self.cache.get(stream.group)
+        out = []
+        for type_url in stream.ordered_types():
+            ts = stream.types[type_url]
+            if not ts.requested or ts.pending is not None:
+                continue
+            if type_url in _BREAK_AFTER and any(
+                stream.types[t].pending is not None for t in _MAKE_FIRST if t in stream.types
+            ):
+                continue  # make before break: clusters/endpoints first
+            allow_removals = type_url not in _MAKE_FIRST or all(
+                self._settled(stream, t, resources) for t in _BREAK_AFTER
+            )
+            nonce = f"{stream.id}-{next(stream.nonces)}"
+            built = stream.proto.build(ts, resources.get(type_url, EMPTY), allow_removals, nonce, now)
+            if built is None:
+                continue
+            body, count = built
+            if type_url == CLUSTER and stream.proto is delta and ts.pending is not None:
+                delta.resend_endpoints(stream.types.get(ENDPOINT), resources.get(CLUSTER, EMPTY),
+                                       ts.pending.replaced)
+            out.append(body)
+            self.resources_sent += count
+            self.responses_sent += 1
+            self._event("push", stream, type_url=type_url, nonce=nonce, resources=count)
+        return out
+
+    def _next_deadline(self, stream: _Stream) -> float | None:
+        sent = [ts.pending.sent_at for ts in stream.types.values() if ts.pending is not None]
+        if not sent:
+            return None
+        return max(0.0, min(sent) + self.ack_timeout - self.clock())
