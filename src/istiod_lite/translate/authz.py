@@ -1,0 +1,129 @@
+"""AuthorizationPolicy -> Envoy RBAC, enforced at the waypoint per virtual host.
+
+Every HTTP listener carries the same four RBAC filters, whatever policies exist (`http_filters`), each with an
+empty config (no ``rules`` = no enforcement), in Istio's order:
+
+1. ``istiod-lite.rbac.audit``  AUDIT policies, RBAC action LOG (marks requests for the access log, never denies);
+2. ``istiod-lite.rbac.custom`` CUSTOM policies: ext_authz providers are not supported, so a request a CUSTOM rule
+   selects is denied (fail closed) and the policy is reported as unsupported;
+3. ``istiod-lite.rbac.deny``   DENY policies, plus a deny-all entry per invalid policy (fail closed);
+4. ``istiod-lite.rbac.allow``  ALLOW policies: when at least one applies, a request must match one of their rules
+   (no rules at all = deny everything).
+
+Policies take effect through ``RBACPerRoute`` in the virtual host's ``typed_per_filter_config``
+(`virtual_host_config`): adding, editing or removing a policy changes routes (RDS) only, which applies to
+kept-alive connections and never drains a listener. Denied requests get Envoy's 403 ``RBAC: access denied``.
+
+Policy names in RBAC: ``ns[<ns>]-policy[<name>]-rule[<i>]`` (Istio's), ``...-invalid`` for fail-closed entries.
+An AuthorizationPolicy whose spec has errors (the parser keeps it for this reason, with its Issues) is never
+translated into an allow: the traffic it targets is denied until it is fixed. Rule semantics: authz_rules.py;
+attachment: authz_attach.py; matchers: authz_match.py.
+"""
+
+from __future__ import annotations
+
+from envoy.config.rbac.v3 import rbac_pb2 as rbac_config
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from google.protobuf import any_pb2
+
+from istiod_lite.model.istio import IstioConfig
+from istiod_lite.model.meta import ConfigKey, warning
+from istiod_lite.model.service import Service
+from istiod_lite.translate import authz_attach, authz_match
+from istiod_lite.translate.authz_rules import ALLOW, AUDIT, CUSTOM, DENY, RuleContext, build_policy
+from istiod_lite.translate.waypoint import Waypoint, http_ports
+
+RBAC_AUDIT_FILTER = "istiod-lite.rbac.audit"
+RBAC_CUSTOM_FILTER = "istiod-lite.rbac.custom"
+RBAC_DENY_FILTER = "istiod-lite.rbac.deny"
+RBAC_ALLOW_FILTER = "istiod-lite.rbac.allow"
+FILTERS = (RBAC_AUDIT_FILTER, RBAC_CUSTOM_FILTER, RBAC_DENY_FILTER, RBAC_ALLOW_FILTER)
+_ENVOY_ACTION = {RBAC_AUDIT_FILTER: rbac_config.RBAC.LOG, RBAC_CUSTOM_FILTER: rbac_config.RBAC.DENY,
+                 RBAC_DENY_FILTER: rbac_config.RBAC.DENY, RBAC_ALLOW_FILTER: rbac_config.RBAC.ALLOW}
+_FILTER_OF = {AUDIT: RBAC_AUDIT_FILTER, CUSTOM: RBAC_CUSTOM_FILTER, DENY: RBAC_DENY_FILTER, ALLOW: RBAC_ALLOW_FILTER}
+
+
+def http_filters() -> list[hcm.HttpFilter]:
+    """The RBAC filters of every waypoint HTTP listener (independent of policies: no listener churn)."""
+    out = []
+    for name in FILTERS:
+        cfg = any_pb2.Any()
+        cfg.Pack(rbac_pb2.RBAC())
+        out.append(hcm.HttpFilter(name=name, typed_config=cfg))
+    return out
+
+
+def policy_name(policy: IstioConfig, suffix: str) -> str:
+    return f"ns[{policy.namespace}]-policy[{policy.name}]-{suffix}"
+
+
+def policy_keys(wp: Waypoint, service: Service) -> set[ConfigKey]:
+    """The AuthorizationPolicies that shape `service`'s virtual hosts (dependency tracking)."""
+    return {p.key for p in authz_attach.attached(wp, service)}
+
+
+def _is_invalid(wp: Waypoint, policy: IstioConfig) -> bool:
+    return any(i.is_error and i.path.startswith("spec") for i in wp.snapshot.issues_for(policy.key))
+
+
+def _action(policy: IstioConfig) -> str:
+    spec = policy.spec if isinstance(policy.spec, dict) else {}
+    return str(spec.get("action") or ALLOW)
+
+
+def _served_port(service: Service, port: int | None) -> int | None:
+    if port is not None:
+        return port
+    ports = http_ports(service)
+    return ports[0].number if ports else None
+
+
+def virtual_host_config(wp: Waypoint, service: Service, port: int | None = None,
+                        peer_identity: str = "tls") -> dict[str, any_pb2.Any]:
+    """Filter name -> packed ``RBACPerRoute`` for the virtual host of `service` (served on service `port`; the
+    service's first HTTP port when not given). Empty when no policy applies. `peer_identity`: "tls" (identity
+    fields match the TLS peer; plaintext listeners have none) or "filter_state" (the HBONE chains: the caller's
+    SPIFFE id in filter state ``io.istio.peer_principal``, see authz_rules)."""
+    for issue in authz_attach.attachment_issues(wp):
+        wp.report(issue)
+    policies = authz_attach.attached(wp, service)
+    if not policies:
+        return {}
+    rules: dict[str, dict[str, rbac_config.Policy]] = {f: {} for f in FILTERS}
+    has_allow = False
+    deny_all = _match_all()
+    for policy in policies:
+        action = _action(policy)
+        if _is_invalid(wp, policy):
+            wp.report(warning(policy.key, "spec", f"the policy is invalid: requests to {service.hostname} are "
+                              "denied until it is fixed (fail closed)", "FailClosed"))
+            rules[RBAC_DENY_FILTER][policy_name(policy, "invalid")] = deny_all
+            continue
+        if action == CUSTOM:
+            wp.report(warning(policy.key, "spec.action", "CUSTOM (ext_authz) providers are not supported: requests "
+                              "this policy selects are denied (fail closed)"))
+        has_allow |= action == ALLOW
+        target = rules[_FILTER_OF[action]]
+        for i, rule in enumerate(policy.spec.get("rules") or ()):
+            ctx = RuleContext(policy, action, _served_port(service, port), peer_identity=peer_identity)
+            built = build_policy(ctx, rule or {}, f"spec.rules[{i}]")
+            for issue in ctx.issues:
+                wp.report(issue)
+            if built is not None:
+                target[policy_name(policy, f"rule[{i}]")] = built
+    out: dict[str, any_pb2.Any] = {}
+    for name in FILTERS:
+        if not rules[name] and not (name == RBAC_ALLOW_FILTER and has_allow):
+            continue
+        per_route = rbac_pb2.RBACPerRoute(rbac=rbac_pb2.RBAC(rules=rbac_config.RBAC(
+            action=_ENVOY_ACTION[name], policies={k: rules[name][k] for k in sorted(rules[name])})))
+        packed = any_pb2.Any()
+        packed.Pack(per_route, deterministic=True)  # `policies` is a map: fixed bytes, stable hashes
+        out[name] = packed
+    return out
+
+
+def _match_all() -> rbac_config.Policy:
+    return rbac_config.Policy(permissions=[authz_match.perm_any()], principals=[authz_match.princ_any()])
+

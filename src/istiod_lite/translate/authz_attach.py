@@ -1,0 +1,97 @@
+"""Which AuthorizationPolicies apply to a service behind a waypoint (Istio's ``ShouldAttachPolicy`` for
+waypoints, ISTIO-REFERENCE §1.5).
+
+A policy attaches through ``targetRefs`` (or the older single ``targetRef``):
+- ``Gateway`` (group gateway.networking.k8s.io) naming the waypoint, policy in the waypoint's namespace: every
+  service on the waypoint;
+- ``Service`` (group "" / core) or ``ServiceEntry`` (group networking.istio.io) in the policy's namespace: that
+  service's virtual hosts only;
+- ``GatewayClass`` naming the waypoint's class, policy in the root namespace: every waypoint of the class.
+A ``targetRef.namespace`` other than the policy's never matches. Policies with a ``selector`` or without
+targetRefs are enforced by ztunnel in Istio, never by a waypoint: a warning says so (for policies in a namespace
+this waypoint or one of its services lives in, or in the root namespace).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from istiod_lite.model.istio import IstioConfig
+from istiod_lite.model.meta import Issue, warning
+from istiod_lite.model.service import Service
+from istiod_lite.translate.waypoint import Waypoint
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+NETWORKING_GROUP = "networking.istio.io"
+DRY_RUN_ANNOTATION = "istio.io/dry-run"
+
+
+def target_refs(policy: IstioConfig) -> list[tuple[str, dict[str, Any]]]:
+    """(field path, targetRef) pairs; tolerant of malformed specs (an invalid policy is still attached so that
+    it can fail closed)."""
+    spec = policy.spec if isinstance(policy.spec, dict) else {}
+    out = []
+    refs = spec.get("targetRefs")
+    if isinstance(refs, list):
+        out += [(f"spec.targetRefs[{i}]", r) for i, r in enumerate(refs) if isinstance(r, dict)]
+    ref = spec.get("targetRef")
+    if isinstance(ref, dict):
+        out.append(("spec.targetRef", ref))
+    return out
+
+
+def _ref_matches(wp: Waypoint, policy: IstioConfig, ref: dict[str, Any], service: Service) -> bool:
+    kind, group, name = ref.get("kind"), ref.get("group") or "", ref.get("name")
+    if ref.get("namespace") not in (None, "", policy.namespace):
+        return False
+    if kind == "Gateway" and group == GATEWAY_GROUP:
+        return policy.namespace == wp.namespace and name == wp.gateway.key.name
+    if kind == "GatewayClass" and group == GATEWAY_GROUP:
+        return policy.namespace == wp.snapshot.root_namespace and name == wp.gateway.class_name
+    if kind == "Service" and group in ("", "core"):
+        return service.key.kind == "Service" and service.key.namespace == policy.namespace and service.key.name == name
+    if kind == "ServiceEntry" and group == NETWORKING_GROUP:
+        return (service.key.kind == "ServiceEntry" and service.key.namespace == policy.namespace
+                and service.key.name == name)
+    return False
+
+
+def attached(wp: Waypoint, service: Service) -> list[IstioConfig]:
+    """The policies that apply to `service` on this waypoint, in snapshot order (creation time, key)."""
+    return [p for p in wp.snapshot.authorization_policies
+            if any(_ref_matches(wp, p, ref, service) for _, ref in target_refs(p)) and not dry_run(p)]
+
+
+def dry_run(policy: IstioConfig) -> bool:
+    return (policy.meta.annotation(DRY_RUN_ANNOTATION) or "").lower() == "true"
+
+
+def attachment_issues(wp: Waypoint) -> list[Issue]:
+    """Warnings on policies near this waypoint that it does not enforce (selector / no targetRefs / dry-run /
+    targetRefs of kinds a waypoint does not support)."""
+    near = {wp.namespace, wp.snapshot.root_namespace} | {s.namespace for s in wp.services}
+    out: list[Issue] = []
+    for p in wp.snapshot.authorization_policies:
+        if p.namespace not in near:
+            continue
+        refs = target_refs(p)
+        spec = p.spec if isinstance(p.spec, dict) else {}
+        if not refs:
+            where = "spec.selector" if spec.get("selector") else "spec"
+            out.append(warning(p.key, where, "not applied at the waypoint: use targetRefs (a policy with a "
+                               "selector or without targetRefs is enforced by ztunnel, not by a waypoint)",
+                               "NotAppliedAtWaypoint"))
+            continue
+        if dry_run(p):
+            out.append(warning(p.key, f"metadata.annotations[{DRY_RUN_ANNOTATION}]",
+                               "dry-run policies are not supported yet: this policy is not enforced"))
+        for path, ref in refs:
+            kind, group = ref.get("kind"), ref.get("group") or ""
+            if (kind, group) not in {("Gateway", GATEWAY_GROUP), ("GatewayClass", GATEWAY_GROUP),
+                                     ("Service", ""), ("Service", "core"), ("ServiceEntry", NETWORKING_GROUP)}:
+                out.append(warning(p.key, path, f"targetRef kind {group + '/' if group else ''}{kind} is not "
+                                   "supported at a waypoint; it matches nothing", "TargetNotFound"))
+            elif ref.get("namespace") not in (None, "", p.namespace):
+                out.append(warning(p.key, f"{path}.namespace", "a targetRef namespace other than the policy's "
+                                   "never matches", "TargetNotFound"))
+    return out
