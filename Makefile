@@ -4,8 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# `make demo DEMO_ONCE=1` sends the requests and exits; DEMO_ARGS passes more flags (e.g. --sotw --free-ports)
+DEMO_ONCE ?=
+DEMO_ARGS ?=
 
-.PHONY: install test lint golden demo bench clean
+.PHONY: install test lint golden demo bench clean e2e-kind
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +26,18 @@ test: install lint
 
 golden: install
 	UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_golden.py
+
+demo: install
+	$(BIN)/python examples/demo.py $(if $(DEMO_ONCE),--once,) $(DEMO_ARGS)
+
+bench: install
+	@if [ -d bench ] && ls bench/*.py >/dev/null 2>&1; then \
+		for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done; \
+	else echo "bench: no benchmarks yet (bench/*.py)"; fi
+
+# Kubernetes end-to-end suite in a kind cluster: needs docker, kind, kubectl and internet (not part of `make test`).
+e2e-kind:
+	e2e/run.sh
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
