@@ -58,7 +58,55 @@ def static_bootstrap(resources: ResourceSet) -> bootstrap_pb2.Bootstrap:
         b.static_resources.listeners.append(_inline_routes(resources.of_type(types.LISTENER)[name], routes))
     for name in resources.names(types.CLUSTER):
         b.static_resources.clusters.append(_static_cluster(resources.of_type(types.CLUSTER)[name], assignments))
+    _hbone_support(b)
     return b
+
+
+def _hbone_support(b: bootstrap_pb2.Bootstrap) -> None:
+    """What the HBONE layout needs from the bootstrap (istiod-lite's bootstrap has the same extension): the
+    internal_listener extension; SDS-over-ADS references become static secrets (validate mode crashes with an
+    ADS config), made from a throw-away CA so the TLS contexts are really loaded."""
+    from envoy.extensions.bootstrap.internal_listener.v3 import internal_listener_pb2
+
+    ext = b.bootstrap_extensions.add(name="envoy.bootstrap.internal_listener")
+    ext.typed_config.Pack(internal_listener_pb2.InternalListener())
+    used = False
+    for lst in b.static_resources.listeners:
+        for chain in lst.filter_chains:
+            used |= _static_sds(chain.transport_socket)
+    for c in b.static_resources.clusters:
+        used |= _static_sds(c.transport_socket)
+    if used:
+        b.static_resources.secrets.extend(_throwaway_secrets())
+
+
+def _static_sds(sock) -> bool:
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+    for cls in (tls_pb2.DownstreamTlsContext, tls_pb2.UpstreamTlsContext):
+        if sock.typed_config.type_url.endswith(cls.DESCRIPTOR.full_name):
+            ctx = cls()
+            sock.typed_config.Unpack(ctx)
+            common = ctx.common_tls_context
+            if not common.tls_certificate_sds_secret_configs and not common.HasField("combined_validation_context"):
+                continue  # no SDS reference (e.g. a DestinationRule SIMPLE/MUTUAL context with files)
+            for cfg in common.tls_certificate_sds_secret_configs:
+                cfg.ClearField("sds_config")
+            if common.HasField("combined_validation_context"):
+                common.combined_validation_context.validation_context_sds_secret_config.ClearField("sds_config")
+            sock.typed_config.Pack(ctx)
+            return True
+    return False
+
+
+def _throwaway_secrets():
+    from istiod_lite.identity import CertificateAuthority, spiffe_id
+    from istiod_lite.translate.hbone_tls import secrets
+    import datetime as dt
+
+    ca = CertificateAuthority.self_signed("cluster.local")
+    cert = ca.issue(spiffe_id("cluster.local", "validate", "validate"), dt.timedelta(hours=1))
+    return list(secrets(cert.chain_pem, cert.key_pem, ca.root_pem).values())
 
 
 def bootstrap_json(resources: ResourceSet) -> str:

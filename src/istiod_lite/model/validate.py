@@ -1,5 +1,6 @@
 """Semantic checks the CRD schema cannot express: durations, RE2 regexes, ports, weights, hosts.
 
+VirtualService checks are in validate_vs.py (Istio's webhook rules).
 Each check returns Issues with field paths; the parser drops an object that has any error, so nothing
 Envoy would reject (a bad regex, a malformed duration) ever reaches the translator.
 """
@@ -10,7 +11,7 @@ from typing import Any, Callable, Iterator
 
 import re2
 
-from istiod_lite.model import validate_authz
+from istiod_lite.model import validate_authz, validate_dr, validate_vs
 from istiod_lite.model.duration import parse_duration
 from istiod_lite.model.meta import ConfigKey, Issue, error
 
@@ -48,8 +49,11 @@ def semantic(kind: str, spec: dict[str, Any], key: ConfigKey) -> list[Issue]:
             issues.extend(_check(key, path, value, _duration))
     for pattern in _REGEXES.get(kind, ()):
         for path, value in _select(spec, pattern.split("."), "spec"):
-            if value == "*" and ".headers" in path or value == "*" and ".queryParams" in path:
+            if value == "*" and any(f in path for f in (".headers[", ".withoutHeaders[", ".queryParams[")):
                 continue  # Istio: regex "*" means "present"
+            if value == "":
+                issues.append(error(key, path, "regex string match should not be empty"))
+                continue
             issues.extend(_check(key, path, value, _regex))
     extra = _EXTRA.get(kind)
     if extra:
@@ -102,47 +106,6 @@ def _select(node: Any, parts: list[str], path: str) -> Iterator[tuple[str, Any]]
         yield from _select(node[head], rest, f"{path}.{head}")
 
 
-def _virtual_service(spec: dict[str, Any], key: ConfigKey) -> list[Issue]:
-    issues = []
-    if not spec.get("hosts"):
-        issues.append(error(key, "spec.hosts", "at least one host is required"))
-    for i, rule in enumerate(spec.get("http") or []):
-        routes = rule.get("route") or []
-        if not routes and not rule.get("redirect") and not rule.get("directResponse") and not rule.get("delegate"):
-            issues.append(error(key, f"spec.http[{i}]", "one of route, redirect, directResponse or delegate is required"))
-        for j, r in enumerate(routes):
-            dest = r.get("destination") or {}
-            if not dest.get("host"):
-                issues.append(error(key, f"spec.http[{i}].route[{j}].destination.host", "required field is missing"))
-            if r.get("weight", 0) < 0:
-                issues.append(error(key, f"spec.http[{i}].route[{j}].weight", "weight must not be negative"))
-            port = (dest.get("port") or {}).get("number")
-            if port is not None and not 0 < port < 65536:
-                issues.append(error(key, f"spec.http[{i}].route[{j}].destination.port.number",
-                                    "port must be between 1 and 65535"))
-        if len(routes) > 1 and sum(r.get("weight", 0) for r in routes) == 0:
-            issues.append(error(key, f"spec.http[{i}].route", "weights of several destinations must not all be 0"))
-        retries = rule.get("retries") or {}
-        if retries.get("attempts", 0) < 0:
-            issues.append(error(key, f"spec.http[{i}].retries.attempts", "attempts must not be negative"))
-    return issues
-
-
-def _destination_rule(spec: dict[str, Any], key: ConfigKey) -> list[Issue]:
-    issues = []
-    if not spec.get("host"):
-        issues.append(error(key, "spec.host", "required field is missing"))
-    seen = set()
-    for i, s in enumerate(spec.get("subsets") or []):
-        name = s.get("name")
-        if not name:
-            issues.append(error(key, f"spec.subsets[{i}].name", "required field is missing"))
-        elif name in seen:
-            issues.append(error(key, f"spec.subsets[{i}].name", f"duplicate subset name {name!r}"))
-        seen.add(name)
-    return issues
-
-
 def _service_entry(spec: dict[str, Any], key: ConfigKey) -> list[Issue]:
     issues = []
     if not spec.get("hosts"):
@@ -159,8 +122,8 @@ def _service_entry(spec: dict[str, Any], key: ConfigKey) -> list[Issue]:
 
 
 _EXTRA: dict[str, Callable[[dict[str, Any], ConfigKey], list[Issue]]] = {
-    "VirtualService": _virtual_service,
-    "DestinationRule": _destination_rule,
+    "VirtualService": validate_vs.check,
+    "DestinationRule": validate_dr.check,
     "ServiceEntry": _service_entry,
     "AuthorizationPolicy": validate_authz.check,
 }

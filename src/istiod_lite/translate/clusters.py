@@ -3,8 +3,10 @@ service bound to the waypoint, plus ``outbound|PORT|SUBSET|HOST`` for VirtualSer
 
 Discovery type by service resolution: STATIC -> EDS over ADS (endpoints in endpoints.py); DNS -> STRICT_DNS and
 DNS_ROUND_ROBIN -> LOGICAL_DNS with inline endpoints (the ServiceEntry endpoints, else its host); NONE ->
-ORIGINAL_DST. Traffic policy: cluster_policy.py on destination_rules.effective_policy. DestinationRule fields not
-translated yet are reported once per DestinationRule.
+ORIGINAL_DST. Traffic policy on destination_rules.effective_policy: cluster_policy.py (connection pool, outlier
+detection, HTTP protocol options), cluster_lb.py (load balancer), cluster_tls.py (upstream TLS, PROXY protocol),
+endpoints.py + dr_locality.py (locality LB of inline endpoints). DestinationRule fields not applied here are
+reported once per DestinationRule (dr_report.py).
 """
 
 from __future__ import annotations
@@ -14,18 +16,12 @@ from typing import Any, Mapping
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
 
-from istiod_lite.model.istio import IstioConfig
 from istiod_lite.model.meta import ConfigKey, warning
-from istiod_lite.translate import cluster_policy, endpoints
+from istiod_lite.translate import cluster_lb, cluster_policy, cluster_tls, dr_report, endpoints
 from istiod_lite.translate.destination_rules import DestinationRules, effective_policy
 from istiod_lite.translate.destinations import ClusterRef, inbound_ref
 from istiod_lite.translate.durations import seconds_duration
 from istiod_lite.translate.waypoint import Waypoint, http_ports
-
-DR_FIELDS = frozenset({"host", "trafficPolicy", "subsets"})
-POLICY_FIELDS = frozenset({"connectionPool", "outlierDetection", "loadBalancer", "portLevelSettings", "tls"})
-LB_FIELDS = frozenset({"simple"})
-TLS_IGNORED_MODES = frozenset({"DISABLE", "ISTIO_MUTUAL"})
 
 
 def inbound_refs(wp: Waypoint, drs: DestinationRules) -> list[ClusterRef]:
@@ -71,42 +67,45 @@ def build_cluster(wp: Waypoint, drs: DestinationRules, ref: ClusterRef) -> tuple
     c = cluster_pb2.Cluster(name=ref.name, connect_timeout=seconds_duration(wp.options.connect_timeout_seconds))
     rule = drs.for_service(ref.service)
     policy = effective_policy(rule, ref.port.number, ref.subset)
-    cluster_policy.apply_load_balancer(c, policy.get("loadBalancer"))
     eds = _discovery(c, ref)
-    cluster_policy.apply_connection_pool(c, policy.get("connectionPool"), ref.port)
-    cluster_policy.apply_outlier_detection(c, policy.get("outlierDetection"))
+    outlier = policy.get("outlierDetection")
+    cluster_policy.apply_outlier_detection(c, outlier)
+    cluster_lb.apply_load_balancer(c, policy.get("loadBalancer"), outlier is not None)
+    if c.type == cluster_pb2.Cluster.ORIGINAL_DST:
+        eds = False
+    elif c.HasField("load_assignment") and policy.get("loadBalancer"):
+        eps = [(e.endpoint.address.socket_address.address, e.endpoint.address.socket_address.port_value,
+                e.load_balancing_weight.value, _locality_text(lle.locality))
+               for lle in c.load_assignment.endpoints for e in lle.lb_endpoints]
+        c.load_assignment.CopyFrom(endpoints.locality_assignment(wp, ref, policy, eps))
+    tls = cluster_tls.apply_upstream_tls(c, policy.get("tls"))
+    cluster_tls.apply_proxy_protocol(c, policy.get("proxyProtocol"))
+    cluster_policy.apply_connection_pool(c, policy.get("connectionPool"), ref.port, policy.get("retryBudget"),
+                                         tls, outlier)
     sources = {ref.service.key}
     if rule is not None:
         if rule.policy_source is not None:
             sources.add(rule.policy_source)
         if ref.subset is not None:
             sources.add(ref.subset.source)
+        _check_failover(wp, rule, ref, policy)
     return c, eds, sources
 
 
-def _policy_issues(wp: Waypoint, key: ConfigKey, policy: Mapping[str, Any] | None, path: str) -> None:
-    if not policy:
-        return
-    for f in sorted(set(policy) - POLICY_FIELDS - {"port"}):
-        wp.report(warning(key, f"{path}.{f}", f"{f} is not supported yet; ignored"))
-    lb = policy.get("loadBalancer") or {}
-    for f in sorted(set(lb) - LB_FIELDS):
-        wp.report(warning(key, f"{path}.loadBalancer.{f}", f"loadBalancer.{f} is not supported yet; ignored"))
-    if lb.get("simple") == "PASSTHROUGH":
-        wp.report(warning(key, f"{path}.loadBalancer.simple", "PASSTHROUGH is not supported yet; LEAST_REQUEST used"))
-    mode = (policy.get("tls") or {}).get("mode")
-    if mode and mode not in TLS_IGNORED_MODES:
-        wp.report(warning(key, f"{path}.tls.mode", f"tls mode {mode} is not supported yet; plain text is used"))
-    for i, pls in enumerate(policy.get("portLevelSettings") or ()):
-        _policy_issues(wp, key, pls, f"{path}.portLevelSettings[{i}]")
+def _locality_text(loc) -> str:
+    return "/".join((loc.region, loc.zone, loc.sub_zone)) if (loc.region or loc.zone or loc.sub_zone) else ""
 
 
-def report_destination_rule(wp: Waypoint, dr: IstioConfig) -> None:
-    for f in sorted(set(dr.spec) - DR_FIELDS):
-        wp.report(warning(dr.key, f"spec.{f}", f"{f} is not supported yet; ignored"))
-    _policy_issues(wp, dr.key, dr.spec.get("trafficPolicy"), "spec.trafficPolicy")
-    for i, s in enumerate(dr.spec.get("subsets") or ()):
-        _policy_issues(wp, dr.key, s.get("trafficPolicy"), f"spec.subsets[{i}].trafficPolicy")
+def _check_failover(wp: Waypoint, rule, ref: ClusterRef, policy: Mapping[str, Any]) -> None:
+    setting = cluster_lb.locality_setting(policy.get("loadBalancer")) or {}
+    if (setting.get("failover") or setting.get("failoverPriority")) and not setting.get("distribute") \
+            and policy.get("outlierDetection") is None:
+        key = ref.subset.source if ref.subset is not None and ref.subset.traffic_policy else rule.policy_source
+        if key is None:
+            return
+        wp.report(warning(key, "spec.trafficPolicy.loadBalancer.localityLbSetting", f"cluster {ref.name}: "
+                          "locality failover applies only together with outlierDetection (as Istio); ignored",
+                          "FailoverNeedsOutlierDetection"))
 
 
 def build_clusters(wp: Waypoint, drs: DestinationRules, refs: list[ClusterRef]
@@ -124,7 +123,7 @@ def build_clusters(wp: Waypoint, drs: DestinationRules, refs: list[ClusterRef]
             if key not in reported:
                 reported.add(key)
                 dr = next(d for d in wp.snapshot.destination_rules if d.key == key)
-                report_destination_rule(wp, dr)
+                dr_report.report_destination_rule(wp, dr)
         c, eds, src = build_cluster(wp, drs, ref)
         clusters[ref.name] = c
         sources[ref.name] = src

@@ -1,14 +1,26 @@
-"""DestinationRule lookup and merge for a service, and the effective traffic policy of one port/subset.
+"""DestinationRule lookup and merge for a service, the effective traffic policy of one port/subset, and the
+route hash policies of consistent-hash load balancing.
 
-Lookup (Istio ``SidecarScope.DestinationRule`` simplified): a DR applies when its ``host`` (short names resolved in
-the DR's namespace) matches the service hostname. The most specific host wins (exact > longest wildcard); among
-equal hosts, a DR in the service's namespace, then the waypoint's, then the root namespace, then any other. DRs
-with that same host and rank are merged: subsets concatenated by name (duplicates dropped, reported), the first
-(oldest, then by key) top-level ``trafficPolicy`` wins.
+Lookup (Istio ``PushContext.destinationRule`` for the waypoint proxy, whose config namespace is the waypoint's):
+a DR is a candidate when its ``host`` (short names resolved in the DR's namespace) matches the service hostname,
+it is visible from the waypoint's namespace (``exportTo``: absent or ``*`` = everywhere, ``.`` = its own
+namespace, ``~`` = nowhere, else the listed namespaces; a DR in the waypoint's own namespace is always visible)
+and it has no ``workloadSelector`` (such a DR targets sidecars: reported as not applicable at a waypoint).
+Namespaces are searched in Istio's order: the waypoint's namespace, the service's namespace, the root namespace,
+then any other; in the first namespace with a candidate the most specific host wins (exact > longest
+wildcard). DRs of that namespace with that same host are merged (Istio ``mergeDestinationRule``): subsets
+concatenated in creation order (a duplicate name is dropped and reported), the first (oldest, then by key)
+top-level ``trafficPolicy`` wins (the others are reported as shadowed).
 
-Policy precedence (``GetPortLevelTrafficPolicy`` + ``MergeTrafficPolicy``): ``portLevelSettings[port]`` *replaces*
-the DR-level loadBalancer/connectionPool/outlierDetection/tls; a subset's policy (itself port-level resolved)
-overrides per component when it sets that component or has port-level settings.
+Policy precedence (``GetPortLevelTrafficPolicy`` + ``MergeSubsetTrafficPolicy``): ``portLevelSettings[port]``
+*replaces* the DR-level loadBalancer/connectionPool/outlierDetection/tls (an omitted component falls back to
+defaults, not to the DR level); a subset's policy (itself port-level resolved) overrides per component when it
+sets that component or has port-level settings for the port; other fields (retryBudget, proxyProtocol, tunnel)
+are overridden when the subset sets them.
+
+``hash_policies(wp, service, port, subset)``: the consistentHash key of that effective policy as Envoy route
+``hash_policy`` (called by route building; a route whose destination uses consistent hash must also drop the
+``previous_hosts`` retry predicate, see ``uses_consistent_hash``).
 """
 
 from __future__ import annotations
@@ -16,13 +28,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from envoy.config.route.v3 import route_components_pb2 as rc
+
 from istiod_lite.model.hosts import host_matches, resolve_short_name
 from istiod_lite.model.istio import IstioConfig
 from istiod_lite.model.meta import ConfigKey, warning
-from istiod_lite.model.service import Service
+from istiod_lite.model.service import Service, ServicePort
+from istiod_lite.translate.durations import to_duration
 from istiod_lite.translate.waypoint import Waypoint
 
 COMPONENTS = ("loadBalancer", "connectionPool", "outlierDetection", "tls")
+_CACHE_ATTR = "_istiod_lite_destination_rules"
 
 
 @dataclass(frozen=True)
@@ -57,15 +73,39 @@ def _age(dr: IstioConfig) -> tuple:
     return (dr.meta.creation_timestamp or "~", dr.key)
 
 
+def visible_from(dr: IstioConfig, namespace: str) -> bool:
+    """Istio exportTo semantics for a DR seen from a proxy in `namespace`."""
+    if dr.namespace == namespace:
+        return True
+    export = [str(x) for x in dr.spec.get("exportTo") or ()]
+    if not export or "*" in export:
+        return True
+    return namespace in export
+
+
 class DestinationRules:
-    """Per-translation DR index (memoised per service hostname)."""
+    """Per-translation DR index (memoised per service hostname). `of(wp)` returns the instance of this
+    translation (created on first use), so route and cluster building share one index."""
 
     def __init__(self, wp: Waypoint) -> None:
         self._wp = wp
         self._cache: dict[tuple[str, str], MergedRule | None] = {}
         suffix = wp.snapshot.domain_suffix
-        self._rules = [(resolve_short_name(str(dr.spec.get("host", "")), dr.namespace, suffix), dr)
-                       for dr in wp.snapshot.destination_rules]
+        self._rules: list[tuple[str, IstioConfig]] = []
+        for dr in wp.snapshot.destination_rules:
+            if dr.spec.get("workloadSelector"):
+                wp.report(warning(dr.key, "spec.workloadSelector", "a DestinationRule with workloadSelector "
+                                  "applies to sidecars only; it is not applied at a waypoint", "NotApplicable"))
+                continue
+            if not visible_from(dr, wp.namespace):
+                continue
+            self._rules.append((resolve_short_name(str(dr.spec.get("host", "")), dr.namespace, suffix), dr))
+        wp.__dict__.setdefault(_CACHE_ATTR, self)
+
+    @classmethod
+    def of(cls, wp: Waypoint) -> "DestinationRules":
+        found = wp.__dict__.get(_CACHE_ATTR)
+        return found if isinstance(found, cls) else cls(wp)
 
     def for_service(self, service: Service) -> MergedRule | None:
         ck = (service.hostname, service.namespace)
@@ -74,25 +114,33 @@ class DestinationRules:
         return self._cache[ck]
 
     def _ns_rank(self, ns: str, service: Service) -> int:
-        order = (service.namespace, self._wp.namespace, self._wp.snapshot.root_namespace)
+        order = (self._wp.namespace, service.namespace, self._wp.snapshot.root_namespace)
         return order.index(ns) if ns in order else len(order)
 
     def _lookup(self, service: Service) -> MergedRule | None:
         cands = [(host, dr) for host, dr in self._rules if host and host_matches(host, service.hostname)]
         if not cands:
             return None
-        best = min(cands, key=lambda c: (_specificity(c[0]), self._ns_rank(c[1].namespace, service), _age(c[1])))
-        best_rank = (_specificity(best[0]), self._ns_rank(best[1].namespace, service))
-        chosen = sorted((dr for host, dr in cands
-                         if host == best[0] and (_specificity(host), self._ns_rank(dr.namespace, service)) == best_rank),
-                        key=_age)
+
+        def rank(c: tuple[str, IstioConfig]) -> tuple:
+            ns_rank = self._ns_rank(c[1].namespace, service)
+            # "other" namespaces are searched one at a time, in name order
+            return (ns_rank, c[1].namespace if ns_rank == 3 else "", _specificity(c[0]))
+
+        best = min(cands, key=lambda c: (rank(c), _age(c[1])))
+        chosen = sorted((dr for host, dr in cands if host == best[0] and rank((host, dr)) == rank(best)), key=_age)
         subsets: list[Subset] = []
         seen: set[str] = set()
         policy = None
         policy_source = None
         for dr in chosen:
-            if policy is None and dr.spec.get("trafficPolicy"):
-                policy, policy_source = dr.spec["trafficPolicy"], dr.key
+            if dr.spec.get("trafficPolicy"):
+                if policy is None:
+                    policy, policy_source = dr.spec["trafficPolicy"], dr.key
+                else:
+                    self._wp.report(warning(dr.key, "spec.trafficPolicy", f"host {best[0]} already has a "
+                                            f"top-level trafficPolicy from the older {policy_source}; this one "
+                                            "is ignored (Istio merge: first wins)", "Shadowed"))
             for i, s in enumerate(dr.spec.get("subsets") or ()):
                 name = str(s.get("name", ""))
                 if name in seen:
@@ -127,6 +175,7 @@ def effective_policy(rule: MergedRule | None, port: int, subset: Subset | None =
     if rule is None:
         return {}
     base = port_level(rule.traffic_policy, port)
+    base.pop("_portLevel", None)
     if subset is None or not subset.traffic_policy:
         return base
     sub = port_level(subset.traffic_policy, port)
@@ -141,3 +190,61 @@ def effective_policy(rule: MergedRule | None, port: int, subset: Subset | None =
         if k not in COMPONENTS and k != "_portLevel":
             merged[k] = v
     return merged
+
+
+def policy_for(wp: Waypoint, service: Service, port: int | ServicePort, subset: str | Subset | None
+               ) -> dict[str, Any]:
+    """The effective policy of (service, port, subset); `port` may be a number or a ServicePort, `subset` a name
+    or a Subset."""
+    rule = DestinationRules.of(wp).for_service(service)
+    number = port.number if isinstance(port, ServicePort) else int(port)
+    name = subset.name if isinstance(subset, Subset) else subset
+    sub = rule.subset(name) if rule is not None and name else None
+    return effective_policy(rule, number, sub)
+
+
+def consistent_hash(policy: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    lb = policy.get("loadBalancer") or {}
+    ch = lb.get("consistentHash")
+    return ch if isinstance(ch, Mapping) else None
+
+
+def hash_policy(ch: Mapping[str, Any]) -> rc.RouteAction.HashPolicy | None:
+    """Istio ``consistentHashToHashPolicy``: the hash key of a consistentHash setting."""
+    hp = rc.RouteAction.HashPolicy()
+    if ch.get("httpHeaderName"):
+        hp.header.header_name = str(ch["httpHeaderName"])
+    elif ch.get("httpCookie"):
+        cookie = ch["httpCookie"]
+        hp.cookie.name = str(cookie.get("name", ""))
+        if cookie.get("path"):
+            hp.cookie.path = str(cookie["path"])
+        if cookie.get("ttl") is not None and (d := to_duration(cookie["ttl"])) is not None:
+            hp.cookie.ttl.CopyFrom(d)
+        for attr in cookie.get("attributes") or ():
+            hp.cookie.attributes.add(name=str(attr.get("name", "")), value=str(attr.get("value", "")))
+    elif ch.get("useSourceIp"):
+        hp.connection_properties.source_ip = True
+    elif ch.get("httpQueryParameterName"):
+        hp.query_parameter.name = str(ch["httpQueryParameterName"])
+    else:
+        return None
+    return hp
+
+
+def hash_policies(wp: Waypoint, service: Service, port: int | ServicePort, subset: str | Subset | None
+                  ) -> list[rc.RouteAction.HashPolicy]:
+    """Route hash policies for a destination (service, service port number, DR subset name or None): the
+    consistentHash key of the merged policy (top level < port level < subset), [] without consistent hash."""
+    ch = consistent_hash(policy_for(wp, service, port, subset))
+    if ch is None:
+        return []
+    hp = hash_policy(ch)
+    return [hp] if hp is not None else []
+
+
+def uses_consistent_hash(wp: Waypoint, service: Service, port: int | ServicePort, subset: str | Subset | None
+                         ) -> bool:
+    """True when the destination's cluster load-balances by consistent hash (Istio then omits the
+    ``previous_hosts`` retry host predicate on the route)."""
+    return bool(hash_policies(wp, service, port, subset))

@@ -1,14 +1,25 @@
 """ClusterLoadAssignments: the endpoints of one cluster (address + the endpoint port for the service port),
-filtered by the subset's labels, grouped by locality (sorted) and sorted by address/port."""
+filtered by the subset's labels, grouped by locality (sorted) and sorted by address/port.
+
+``eds_assignment(wp, ref)`` also applies the DestinationRule's ``localityLbSetting`` of the cluster's effective
+policy (dr_locality.py): group priorities and weights relative to the waypoint's locality.
+"""
 
 from __future__ import annotations
+
+from typing import Any, Mapping
 
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from istiod_lite.model.service import Endpoint
+from istiod_lite.translate import cluster_lb, dr_locality
+from istiod_lite.translate.destination_rules import policy_for
 from istiod_lite.translate.destinations import ClusterRef
+from istiod_lite.translate.waypoint import Waypoint
+
+EndpointTuple = tuple[str, int, int, str]  # (address, port, weight, locality)
 
 
 def endpoint_port(ref: ClusterRef, ep: Endpoint) -> int:
@@ -19,8 +30,8 @@ def endpoint_port(ref: ClusterRef, ep: Endpoint) -> int:
 
 
 def _locality(text: str) -> base_pb2.Locality:
-    parts = (text.split("/") + ["", "", ""])[:3]
-    return base_pb2.Locality(region=parts[0], zone=parts[1], sub_zone=parts[2])
+    region, zone, subzone = dr_locality.split(text)
+    return base_pb2.Locality(region=region, zone=zone, sub_zone=subzone)
 
 
 def selected_endpoints(ref: ClusterRef) -> list[Endpoint]:
@@ -30,23 +41,62 @@ def selected_endpoints(ref: ClusterRef) -> list[Endpoint]:
     return list(eps)
 
 
-def load_assignment(ref: ClusterRef, endpoints: list[tuple[str, int, int, str]] | None = None
-                    ) -> endpoint_pb2.ClusterLoadAssignment:
-    """`endpoints` overrides the service's as (address, port, weight, locality) tuples (used for DNS clusters)."""
+def _groups(ref: ClusterRef, endpoints: list[EndpointTuple] | None) -> list[dr_locality.Group]:
+    rows: list[tuple[str, int, int, str, tuple[tuple[str, str], ...]]]
     if endpoints is None:
-        endpoints = [(e.address, endpoint_port(ref, e), e.weight, e.locality) for e in selected_endpoints(ref)]
-    groups: dict[str, list[tuple[str, int, int]]] = {}
-    for addr, port, weight, loc in endpoints:
-        groups.setdefault(loc, []).append((addr, port, weight))
+        rows = []
+        for e in selected_endpoints(ref):
+            labels = {**dict(e.labels), **dr_locality.topology_labels(e.locality)}
+            rows.append((e.address, endpoint_port(ref, e), e.weight, e.locality, tuple(sorted(labels.items()))))
+    else:
+        rows = [(a, p, w, loc, tuple(sorted(dr_locality.topology_labels(loc).items()))) for a, p, w, loc in endpoints]
+    by_loc: dict[str, dict[tuple[str, int, int], tuple[tuple[str, str], ...]]] = {}
+    for addr, port, weight, loc, labels in rows:
+        by_loc.setdefault(loc, {}).setdefault((addr, port, weight), labels)
+    return [dr_locality.Group(loc, [(a, p, w, by_loc[loc][(a, p, w)]) for a, p, w in sorted(by_loc[loc])])
+            for loc in sorted(by_loc)]
+
+
+def load_assignment(ref: ClusterRef, endpoints: list[EndpointTuple] | None = None,
+                    groups: list[dr_locality.Group] | None = None) -> endpoint_pb2.ClusterLoadAssignment:
+    """`endpoints` overrides the service's as (address, port, weight, locality) tuples (used for DNS clusters);
+    `groups` (already locality-processed) overrides both."""
+    if groups is None:
+        groups = _groups(ref, endpoints)
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=ref.name)
-    for loc in sorted(groups):
+    for g in groups:
         lle = cla.endpoints.add()
-        if loc:
-            lle.locality.CopyFrom(_locality(loc))
-        for addr, port, weight in sorted(set(groups[loc])):
+        if g.locality:
+            lle.locality.CopyFrom(_locality(g.locality))
+        if g.priority:
+            lle.priority = g.priority
+        if g.weight is not None:
+            lle.load_balancing_weight.value = g.weight
+        for addr, port, weight, _ in g.endpoints:
             lb = ec.LbEndpoint(endpoint=ec.Endpoint(address=address_pb2.Address(
                 socket_address=address_pb2.SocketAddress(address=addr, port_value=port))))
             if weight > 0:
                 lb.load_balancing_weight.value = weight
             lle.lb_endpoints.append(lb)
     return cla
+
+
+def locality_assignment(wp: Waypoint, ref: ClusterRef, policy: Mapping[str, Any],
+                        endpoints: list[EndpointTuple] | None = None) -> endpoint_pb2.ClusterLoadAssignment:
+    """The assignment with the policy's locality load balancing applied."""
+    lb = policy.get("loadBalancer")
+    has_outlier = policy.get("outlierDetection") is not None
+    setting = cluster_lb.locality_setting(lb)
+    groups = _groups(ref, endpoints)
+    labels = {**dict(wp.gateway.meta.labels)}
+    proxy_locality = dr_locality.waypoint_locality(labels)
+    labels.update(dr_locality.topology_labels(proxy_locality))
+    groups = dr_locality.apply(groups, setting, has_outlier, proxy_locality, labels,
+                               cluster_lb.wants_locality_weighting(lb, has_outlier))
+    return load_assignment(ref, groups=groups)
+
+
+def eds_assignment(wp: Waypoint, ref: ClusterRef) -> endpoint_pb2.ClusterLoadAssignment:
+    """The EDS resource of `ref`'s cluster (translate() calls this for every EDS cluster)."""
+    policy = policy_for(wp, ref.service, ref.port.number, ref.subset.name if ref.subset else None)
+    return locality_assignment(wp, ref, policy)
