@@ -1,7 +1,8 @@
 """Which Envoy cluster a VirtualService destination (or a bound service's default route) goes to.
 
 `ClusterRef` names one cluster and everything needed to build it and its endpoints. Destinations whose service
-is bound to this waypoint use ``inbound-vip|...`` clusters; other services use ``outbound|...`` clusters
+is bound to this waypoint use ``inbound-vip|PORT|http|...`` clusters (``tcp`` for TCP-listener routes); other
+services use ``outbound|...`` clusters
 (Istio ``filterWaypointOutboundServices``). Problems (unknown host, unknown port, undefined subset) are reported
 at the destination's field path and the destination is dropped (None).
 
@@ -36,21 +37,24 @@ class ClusterRef:
         return self.name
 
 
-def inbound_ref(service: Service, port: ServicePort, subset: Subset | None = None) -> ClusterRef:
-    name = names.inbound_vip_cluster(port.number, service.hostname, subset.name if subset else "")
+def inbound_ref(service: Service, port: ServicePort, subset: Subset | None = None,
+                protocol: str = "http") -> ClusterRef:
+    name = names.inbound_vip_cluster(port.number, service.hostname, subset.name if subset else "", protocol)
     return ClusterRef(name, service, port, subset, True)
 
 
-def ref_for(wp: Waypoint, service: Service, port: ServicePort, subset: Subset | None) -> ClusterRef:
+def ref_for(wp: Waypoint, service: Service, port: ServicePort, subset: Subset | None,
+            protocol: str = "http") -> ClusterRef:
     if wp.is_bound(service):
-        return inbound_ref(service, port, subset)
+        return inbound_ref(service, port, subset, protocol)
     name = names.outbound_cluster(port.number, service.hostname, subset.name if subset else "")
     return ClusterRef(name, service, port, subset, False)
 
 
 def resolve_destination(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, dest: Mapping[str, Any], path: str,
-                        own: Service, own_port: ServicePort) -> ClusterRef | None:
-    """`dest` is an Istio ``Destination`` at `path` (``spec.http[i].route[j].destination``)."""
+                        own: Service, own_port: ServicePort, protocol: str = "http") -> ClusterRef | None:
+    """`dest` is an Istio ``Destination`` at `path` (``spec.http[i].route[j].destination``); `protocol` picks
+    the inbound-vip cluster variant (``http`` or ``tcp``)."""
     key: ConfigKey = vs.key
     host = resolve_short_name(str(dest.get("host", "")), vs.namespace, wp.snapshot.domain_suffix)
     if "*" in host:
@@ -86,4 +90,4 @@ def resolve_destination(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, de
             wp.report(error(key, f"{path}.subset", f"subset {subset_name!r} of host {host} is not defined in any "
                             "DestinationRule", "SubsetNotFound"))
             return None
-    return ref_for(wp, service, port, subset)
+    return ref_for(wp, service, port, subset, protocol)

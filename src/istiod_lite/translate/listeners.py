@@ -25,6 +25,9 @@ def connection_manager(port: int) -> hcm.HttpConnectionManager:
     m.rds.config_source.CopyFrom(ads_config_source())
     m.rds.route_config_name = names.route_config_name(port)
     m.http_filters.extend(filters.http_filters())
+    # Istio's default path normalization (MeshConfig pathNormalization BASE): RFC 3986 normalization before
+    # routing and RBAC, so `/public/../admin` cannot bypass a path rule.
+    m.normalize_path.value = True
     return m
 
 

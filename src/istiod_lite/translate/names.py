@@ -3,9 +3,11 @@
 Naming rules (stable, so xDS diffs stay small):
 - Listener for a waypoint Gateway listener of protocol HTTP on port P: ``http-P`` (one Envoy listener per port).
 - Its RouteConfiguration (RDS): ``http.P``.
+- Listener for a waypoint Gateway listener of protocol TCP on port P: ``tcp-P`` (tcp_proxy, no RDS).
 - One VirtualHost per bound service: ``<service hostname>:<served service port>``.
 - Clusters (Istio's ``model.BuildSubsetKey`` = ``dir|port|subset|host``):
   ``inbound-vip|PORT|http|HOST`` and ``inbound-vip|PORT|http/SUBSET|HOST`` for services bound to the waypoint,
+  ``inbound-vip|PORT|tcp[/SUBSET]|HOST`` for their TCP-listener destinations,
   ``outbound|PORT|SUBSET|HOST`` (``outbound|PORT||HOST`` without subset) for other VirtualService destinations.
 - Route names: Istio's ``<http.name>.<match.name>`` (either part may be absent); the no-VirtualService route is
   ``default``.
@@ -14,6 +16,7 @@ Naming rules (stable, so xDS diffs stay small):
 from __future__ import annotations
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
+TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 ROUTER_FILTER = "envoy.filters.http.router"
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
@@ -36,9 +39,14 @@ def virtual_host_name(hostname: str, port: int) -> str:
     return f"{hostname}:{port}"
 
 
-def inbound_vip_cluster(port: int, hostname: str, subset: str = "") -> str:
-    kind = f"http/{subset}" if subset else "http"
+def inbound_vip_cluster(port: int, hostname: str, subset: str = "", protocol: str = "http") -> str:
+    """`protocol`: ``http`` for HTTP routes, ``tcp`` for tcp_proxy destinations (Istio's two variants)."""
+    kind = f"{protocol}/{subset}" if subset else protocol
     return f"inbound-vip|{port}|{kind}|{hostname}"
+
+
+def tcp_listener_name(port: int) -> str:
+    return f"tcp-{port}"
 
 
 def outbound_cluster(port: int, hostname: str, subset: str = "") -> str:

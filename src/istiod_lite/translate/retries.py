@@ -4,7 +4,12 @@
   "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes", host_selection_retry_max_attempts
   5, retry_host_predicate previous_hosts;
 - ``attempts <= 0`` -> no retry policy (None);
-- ``retryOn``: comma list; integers that are HTTP status codes go to retriable_status_codes and
+- a route using consistent hashing (DestinationRule) gets no previous_hosts predicate (Istio ``ConvertPolicy``);
+- ``retryOn``: comma list of Envoy's x-envoy-retry-on names (5xx, gateway-error, reset, reset-before-request,
+  connect-failure, retriable-4xx, refused-stream, retriable-status-codes, retriable-headers, envoy-ratelimited,
+  http3-post-connect-failure) and x-envoy-retry-grpc-on names (cancelled, deadline-exceeded, internal,
+  resource-exhausted, unavailable) -- Envoy's retry_on accepts both in one list; other names are rejected by
+  model/validate.py (RETRY_ON_POLICIES); integers that are HTTP status codes go to retriable_status_codes and
   ``retriable-status-codes`` is appended to retry_on when missing;
 - ``perTryTimeout`` -> per_try_timeout; ``retryRemoteLocalities`` -> previous_priorities;
   ``retryIgnorePreviousHosts: false`` drops the previous_hosts predicate; ``backoff`` -> retry_back_off.base_interval.
@@ -37,13 +42,15 @@ def _previous_hosts() -> rc.RetryPolicy.RetryHostPredicate:
                                              typed_config=_any(previous_hosts_pb2.PreviousHostsPredicate()))
 
 
-def default_policy(options: TranslateOptions) -> rc.RetryPolicy:
-    return rc.RetryPolicy(
+def default_policy(options: TranslateOptions, consistent_hash: bool = False) -> rc.RetryPolicy:
+    policy = rc.RetryPolicy(
         retry_on=options.default_retry_on,
         num_retries={"value": options.default_retry_attempts},
-        retry_host_predicate=[_previous_hosts()],
         host_selection_retry_max_attempts=options.default_host_selection_retry_max_attempts,
     )
+    if not consistent_hash:  # Istio: retrying on another host would break hash stickiness
+        policy.retry_host_predicate.append(_previous_hosts())
+    return policy
 
 
 def parse_retry_on(text: str) -> tuple[str, list[int]]:
@@ -61,13 +68,14 @@ def parse_retry_on(text: str) -> tuple[str, list[int]]:
     return ",".join(policies), codes
 
 
-def retry_policy(retries: Mapping[str, Any] | None, options: TranslateOptions) -> rc.RetryPolicy | None:
+def retry_policy(retries: Mapping[str, Any] | None, options: TranslateOptions,
+                 consistent_hash: bool = False) -> rc.RetryPolicy | None:
     if retries is None:
-        return default_policy(options)
+        return default_policy(options, consistent_hash)
     attempts = int(retries.get("attempts", 0) or 0)
     if attempts <= 0:
         return None
-    policy = default_policy(options)
+    policy = default_policy(options, consistent_hash)
     policy.num_retries.value = attempts
     if retries.get("retryOn"):
         retry_on, codes = parse_retry_on(str(retries["retryOn"]))

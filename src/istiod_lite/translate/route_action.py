@@ -1,13 +1,24 @@
-"""The action of one VirtualService http rule: destinations -> cluster / weighted_clusters, timeout, retries.
+"""The action of one VirtualService http rule (Istio ``route.go translateRoute`` / ``applyHTTPRouteDestination``).
 
-- one destination -> ``cluster``; several -> ``weighted_clusters`` (``weight: 0`` entries omitted);
+Exactly one of: ``redirect`` / ``directResponse`` (route_redirect.py), or ``route[]`` destinations:
+- one destination -> ``cluster``; several -> ``weighted_clusters`` (``weight: 0`` entries omitted; weights are
+  relative: Istio passes them through as given and Envoy 1.40 splits by weight / sum of weights, so 30/30 is an
+  even split and does not need to sum to 100);
+- per-destination ``headers``: one destination -> merged into the route's header operations (its authority only
+  when the rule does not rewrite it); several -> on the ClusterWeight (authority -> host_rewrite_literal);
 - a destination that cannot be resolved (unknown host/port/subset, reported by destinations.py) is dropped;
   when no destination is left the route answers 503 (``direct_response``) so the rule still matches and later
   rules keep their meaning;
+- ``rewrite.uri`` -> prefix_rewrite, ``rewrite.uriRegexRewrite`` -> regex_rewrite (wins over uri),
+  ``rewrite.authority`` or a request header set/add of ``:authority``/``host`` -> host_rewrite_literal;
 - ``timeout`` -> ``timeout`` and the deprecated ``max_grpc_timeout`` (Istio default 0s = disabled), as Istio does:
   any ``max_stream_duration`` switches Envoy 1.40 to its "new timeouts", where ``timeout`` is ignored for
   plain HTTP requests (measured: a 1s VirtualService timeout then never fires; tests/test_e2e_routing.py);
-- ``retries`` -> retries.py.
+- ``retries`` -> retries.py (no previous_hosts predicate when a destination uses consistent hashing);
+- ``mirror``/``mirrors`` -> route_mirror.py; consistent-hash ``hash_policy`` per destination from the
+  DestinationRule (destination_rules.hash_policies).
+Rule-level ``headers`` apply to every kind of action; ``fault``/``corsPolicy`` become per-route filter configs
+(route_fault.py, route_cors.py).
 """
 
 from __future__ import annotations
@@ -16,34 +27,61 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from envoy.config.route.v3 import route_components_pb2 as rc
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
 
 from istiod_lite.model.istio import IstioConfig
-from istiod_lite.model.meta import warning
 from istiod_lite.model.service import Service, ServicePort
-from istiod_lite.translate.destination_rules import DestinationRules
+from istiod_lite.translate import names
+from istiod_lite.translate.destination_rules import DestinationRules, hash_policies
 from istiod_lite.translate.destinations import ClusterRef, resolve_destination
 from istiod_lite.translate.durations import to_duration
 from istiod_lite.translate.retries import retry_policy
+from istiod_lite.translate.route_cors import cors_policy
+from istiod_lite.translate.route_fault import fault_config
+from istiod_lite.translate.route_headers import HeaderOps, header_ops
+from istiod_lite.translate.route_mirror import mirror_policies
+from istiod_lite.translate.route_redirect import apply_direct_response, apply_redirect
 from istiod_lite.translate.waypoint import Waypoint
 
+
 NO_DESTINATION_BODY = "no valid destination for this route (see istiod-lite issues)"
-ROUTE_DESTINATION_FIELDS = frozenset({"destination", "weight"})
 
 
 @dataclass
 class Action:
-    """Either `route` (a RouteAction) or `direct_status` is set; `refs` are the clusters it sends to."""
+    """What a rule does on each of its Envoy routes. `refs` are the clusters it sends (or mirrors) to."""
 
     route: rc.RouteAction | None = None
     direct_status: int = 0
+    spec: Mapping[str, Any] = field(default_factory=dict)  # the rule (for redirect / directResponse)
+    headers: HeaderOps = field(default_factory=HeaderOps)
+    filter_configs: dict[str, any_pb2.Any] = field(default_factory=dict)
     refs: list[ClusterRef] = field(default_factory=list)
+    wp: Waypoint | None = None
+    vs: IstioConfig | None = None
+    path: str = ""
+    listener_port: int = 0
 
     def apply(self, r: rc.Route) -> None:
-        if self.route is not None:
+        if self.spec.get("redirect") and self.wp is not None and self.vs is not None:
+            apply_redirect(self.wp, self.vs, self.spec["redirect"], f"{self.path}.redirect", r, self.listener_port)
+        elif self.spec.get("directResponse") and self.wp is not None and self.vs is not None:
+            apply_direct_response(self.wp, self.vs, self.spec["directResponse"], f"{self.path}.directResponse", r)
+        elif self.route is not None:
             r.route.CopyFrom(self.route)
         else:
             r.direct_response.status = self.direct_status
             r.direct_response.body.inline_string = NO_DESTINATION_BODY
+        self.headers.apply(r)
+        for name in sorted(self.filter_configs):
+            r.typed_per_filter_config[name].CopyFrom(self.filter_configs[name])
+
+
+def _pack(msg: Message) -> any_pb2.Any:
+    a = any_pb2.Any()
+    a.Pack(msg)
+    return a
 
 
 def set_timeout(action: rc.RouteAction, timeout: Any) -> None:
@@ -58,37 +96,90 @@ def default_action(wp: Waypoint, ref: ClusterRef) -> Action:
     """The route of a bound service without VirtualService: its cluster, timeout 0s, default retries."""
     action = rc.RouteAction(cluster=ref.name)
     set_timeout(action, None)
-    policy = retry_policy(None, wp.options)
+    hashes = hash_policies(wp, ref.service, ref.port, ref.subset)
+    action.hash_policy.extend(hashes)
+    policy = retry_policy(None, wp.options, consistent_hash=bool(hashes))
     if policy is not None:
         action.retry_policy.CopyFrom(policy)
     return Action(route=action, refs=[ref])
 
 
+def _filter_configs(wp: Waypoint, vs: IstioConfig, rule: Mapping[str, Any], path: str) -> dict[str, any_pb2.Any]:
+    out: dict[str, any_pb2.Any] = {}
+    if rule.get("fault"):
+        fault = fault_config(wp, vs, rule["fault"], f"{path}.fault")
+        if fault is not None:
+            out[names.FAULT_FILTER] = _pack(fault)
+    if rule.get("corsPolicy"):
+        out[names.CORS_FILTER] = _pack(cors_policy(rule["corsPolicy"]))
+    return out
+
+
+def _rewrite(action: rc.RouteAction, rewrite: Mapping[str, Any]) -> str:
+    """Applies uri rewrites; returns the authority rewrite ("" when none)."""
+    regex = rewrite.get("uriRegexRewrite")
+    if regex:
+        action.regex_rewrite.pattern.regex = str(regex.get("match", ""))
+        action.regex_rewrite.substitution = str(regex.get("rewrite", ""))
+    elif rewrite.get("uri"):
+        action.prefix_rewrite = str(rewrite["uri"])
+    return str(rewrite.get("authority") or "")
+
+
 def build_action(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, rule: Mapping[str, Any], path: str,
-                 own: Service, own_port: ServicePort) -> Action:
+                 own: Service, own_port: ServicePort, listener_port: int = 0) -> Action:
+    ops = header_ops(rule.get("headers"))
+    configs = _filter_configs(wp, vs, rule, path)
+    if rule.get("redirect") or rule.get("directResponse"):
+        return Action(spec=rule, headers=ops, filter_configs=configs, wp=wp, vs=vs, path=path,
+                      listener_port=listener_port)
+    action = rc.RouteAction()
+    authority = ops.authority
+    if rule.get("rewrite"):
+        authority = _rewrite(action, rule["rewrite"]) or authority
     dests = rule.get("route") or []
-    weighted: list[tuple[ClusterRef, int]] = []
+    chosen: list[tuple[ClusterRef, int, Mapping[str, Any] | None]] = []
     for j, r in enumerate(dests):
-        rpath = f"{path}.route[{j}]"
-        for f in sorted(set(r) - ROUTE_DESTINATION_FIELDS):
-            wp.report(warning(vs.key, f"{rpath}.{f}", f"{f} is not supported yet; ignored"))
-        ref = resolve_destination(wp, drs, vs, r.get("destination") or {}, f"{rpath}.destination", own, own_port)
+        ref = resolve_destination(wp, drs, vs, r.get("destination") or {}, f"{path}.route[{j}].destination",
+                                  own, own_port)
         if ref is None:
             continue
         weight = int(r.get("weight", 0) or 0)
         if len(dests) > 1 and weight == 0:
             continue
-        weighted.append((ref, weight))
-    if not weighted:
-        return Action(direct_status=503)
-    action = rc.RouteAction()
+        chosen.append((ref, weight, r.get("headers")))
+    if not chosen:
+        return Action(direct_status=503, headers=ops, filter_configs=configs)
+    hashed = False
     if len(dests) == 1:
-        action.cluster = weighted[0][0].name
+        ref, _, dest_headers = chosen[0]
+        action.cluster = ref.name
+        if dest_headers:
+            dops = header_ops(dest_headers)
+            ops.request_add += dops.request_add
+            ops.request_remove += dops.request_remove
+            ops.response_add += dops.response_add
+            ops.response_remove += dops.response_remove
+            authority = authority or dops.authority
+        hashes = hash_policies(wp, ref.service, ref.port, ref.subset)
+        action.hash_policy.extend(hashes)
+        hashed = bool(hashes)
     else:
-        for ref, weight in weighted:
-            action.weighted_clusters.clusters.add(name=ref.name, weight={"value": weight})
+        for ref, weight, dest_headers in chosen:
+            cw = action.weighted_clusters.clusters.add(name=ref.name, weight={"value": weight})
+            if dest_headers:
+                dops = header_ops(dest_headers)
+                dops.apply(cw)
+                if dops.authority:
+                    cw.host_rewrite_literal = dops.authority
+            action.hash_policy.extend(hash_policies(wp, ref.service, ref.port, ref.subset))
+    if authority:
+        action.host_rewrite_literal = authority
     set_timeout(action, rule.get("timeout"))
-    policy = retry_policy(rule.get("retries"), wp.options)
+    mirrors, mirror_refs = mirror_policies(wp, drs, vs, rule, path, own, own_port)
+    action.request_mirror_policies.extend(mirrors)
+    policy = retry_policy(rule.get("retries"), wp.options, consistent_hash=hashed)
     if policy is not None:
         action.retry_policy.CopyFrom(policy)
-    return Action(route=action, refs=[ref for ref, _ in weighted])
+    return Action(route=action, headers=ops, filter_configs=configs,
+                  refs=[ref for ref, _, _ in chosen] + mirror_refs)

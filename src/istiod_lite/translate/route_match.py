@@ -4,8 +4,11 @@ Several match blocks are ORed (one Envoy route each); fields inside one block ar
 regex -> path/prefix/safe_regex (none -> prefix "/"); ``ignoreUriCase`` -> case_sensitive (always set, as Istio);
 ``headers``/``withoutHeaders`` (sorted by name; regex ``*`` or an empty matcher -> present_match), ``method``/
 ``authority``/``scheme`` -> pseudo-header matchers; ``queryParams``; ``port`` must equal the served port or the
-block is dropped. ``sourceLabels``/``sourceNamespace``/``gateways`` cannot apply at a waypoint: the block is dropped
-with a warning (Istio drops sourceLabels matches at waypoints, istio/istio#51565).
+block is dropped. ``sourceLabels``/``sourceNamespace`` cannot apply at a waypoint: the block is dropped with a
+warning (Istio drops sourceLabels matches at waypoints, istio/istio#51565). A block whose ``gateways`` names
+neither ``mesh`` nor this waypoint (``ns/name``, or ``name`` in the waypoint's namespace) is for other gateways
+and is skipped (``gateway_applies``). Header matches on JWT claims (``@request.auth.claims...``) need the
+request-authentication feature: the block is dropped with a warning.
 """
 
 from __future__ import annotations
@@ -68,7 +71,8 @@ def _uri(m: rc.RouteMatch, uri: Mapping[str, Any] | None) -> bool:
         m.safe_regex.regex = str(uri["regex"])
     else:
         m.prefix = "/"
-    return m.WhichOneof("path_specifier") == "prefix" and m.prefix == "/"
+    kind = m.WhichOneof("path_specifier")
+    return (kind == "prefix" and m.prefix == "/") or (kind == "safe_regex" and m.safe_regex.regex == ".*")
 
 
 def build_match(spec: Mapping[str, Any]) -> Match:
@@ -93,6 +97,27 @@ def build_match(spec: Mapping[str, Any]) -> Match:
     return Match(str(spec.get("name", "")), m, catch_all, str(spec.get("statPrefix", "")))
 
 
+def gateway_applies(gateways: Any, wp: Waypoint, namespace: str) -> bool:
+    """True when a ``gateways`` list (VirtualService or match level) includes this waypoint: empty, ``mesh``,
+    ``<waypoint ns>/<waypoint name>``, or ``<waypoint name>`` written in the waypoint's namespace."""
+    if not gateways:
+        return True
+    own = f"{wp.namespace}/{wp.gateway.key.name}"
+    for g in gateways:
+        g = str(g)
+        if g == "mesh" or g == own or (g == wp.gateway.key.name and namespace == wp.namespace):
+            return True
+    return False
+
+
+def _jwt_claim_header(spec: Mapping[str, Any]) -> str | None:
+    for f in ("headers", "withoutHeaders"):
+        for k in spec.get(f) or {}:
+            if str(k).startswith("@request.auth.claims"):
+                return f"{f}[{k}]"
+    return None
+
+
 def build_matches(wp: Waypoint, vs: IstioConfig, rule: Mapping[str, Any], path: str, served_port: int) -> list[Match]:
     """The Envoy matches of one http rule; a rule without ``match`` is one catch-all match. An empty list means
     every block was dropped (the rule produces no route)."""
@@ -109,9 +134,13 @@ def build_matches(wp: Waypoint, vs: IstioConfig, rule: Mapping[str, Any], path: 
             wp.report(warning(vs.key, f"{mpath}.{field}", f"{field} cannot be matched at a waypoint; this match "
                               "block is dropped", "UnsupportedAtWaypoint"))
             continue
-        gateways = spec.get("gateways")
-        if gateways and "mesh" not in gateways:
+        if not gateway_applies(spec.get("gateways"), wp, vs.namespace):
             continue  # this block applies to other gateways only
+        claim = _jwt_claim_header(spec)
+        if claim:
+            wp.report(warning(vs.key, f"{mpath}.{claim}", "JWT claim routing needs RequestAuthentication, which "
+                              "istiod-lite does not support yet; this match block is dropped", "Unsupported"))
+            continue
         port = spec.get("port")
         if port is not None and int(port) != served_port:
             continue  # Istio: a port match only applies to that port

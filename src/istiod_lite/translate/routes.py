@@ -1,15 +1,23 @@
 """RouteConfigurations: one per HTTP listener (``http.<port>``), one VirtualHost per bound service.
 
 Orchestrates: VirtualService selection (`select_virtual_services`), matches (route_match.py), actions
-(route_action.py, retries.py), domains (domains.py), per-virtual-host filter configs (authz.py). Fields of
-VirtualService that are not translated yet are reported as warnings ("not supported yet") at their path.
+(route_action.py: destinations, redirect/directResponse, rewrite, headers, timeout, retries, mirrors, fault and
+CORS per-route configs), domains (domains.py), per-virtual-host filter configs (authz.py).
 
-VirtualService selection (Istio ``getVirtualServiceForWaypoint``): a VS applies to a service when one of its
-``hosts`` (short names resolved in the VS's namespace) matches the service hostname, the VS lives in the service's
-namespace or the waypoint's, its ``gateways`` is empty or contains ``mesh``, and it has ``http`` rules (a VS
-with only tcp/tls rules leaves the default route in place). Several VS merge: their http
-rules are concatenated, oldest VS first. Rules are processed in order; after a catch-all route later rules are
-unreachable (reported).
+VirtualService selection (Istio ``getVirtualServiceForWaypoint``), for a bound service S:
+- one of ``hosts`` matches S's hostname (short names resolved in the VS's namespace, ``*.example.com`` wildcards);
+- the VS lives in S's namespace or the waypoint's (a matching VS elsewhere is reported, not applied);
+- ``gateways`` is empty or names ``mesh`` or this waypoint (``ns/name``; ``name`` in the waypoint's namespace),
+  otherwise it is reported as not applied here;
+- ``exportTo`` makes it visible to the waypoint's namespace: unset or ``*`` = everywhere, ``.`` = its own
+  namespace, ``~`` = nowhere, else the listed namespaces (otherwise reported, not applied).
+Several VS for S merge as Istio merges them at waypoints (istio/istio#59484): their ``http`` rules are
+concatenated, oldest VS first (creationTimestamp, then namespace/name). Rules are processed in order, first match
+wins; rules after a catch-all are unreachable and reported with the VS that shadows them (a conflict between
+merged VS). When no rule yields a route on this port (e.g. every match names another port), the service keeps
+its default route, as Istio does when translateRoutes finds no route. A VS without ``http`` rules (tcp only)
+leaves the HTTP default route in place. ``tls`` routes and
+``delegate`` are reported as unsupported.
 """
 
 from __future__ import annotations
@@ -26,12 +34,16 @@ from istiod_lite.translate import authz, domains, names
 from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.destinations import ClusterRef, inbound_ref
 from istiod_lite.translate.route_action import build_action, default_action
-from istiod_lite.translate.route_match import build_matches
+from istiod_lite.translate.route_match import build_matches, gateway_applies
 from istiod_lite.translate.waypoint import Waypoint, served_port
 
-VS_FIELDS = frozenset({"hosts", "gateways", "http"})
-RULE_FIELDS = frozenset({"name", "match", "route", "timeout", "retries"})
-RULE_ACTIONS_UNSUPPORTED = ("redirect", "directResponse", "delegate")
+VS_FIELDS = frozenset({"hosts", "gateways", "http", "tcp", "exportTo"})
+RULE_FIELDS = frozenset({"name", "match", "route", "redirect", "directResponse", "rewrite", "headers", "timeout",
+                         "retries", "fault", "mirror", "mirrors", "mirrorPercentage", "mirrorPercent", "corsPolicy"})
+DESTINATION_FIELDS = frozenset({"destination", "weight", "headers"})
+# Istio sets RouteConfiguration.max_direct_response_body_size_bytes to 1 MiB (Envoy's default is 4 KiB); the
+# validation limit for directResponse bodies is the same 1 MiB.
+MAX_DIRECT_RESPONSE_BODY = 1024 * 1024
 
 
 @dataclass
@@ -41,48 +53,88 @@ class RouteResult:
     sources: set[ConfigKey] = field(default_factory=set)
 
 
-def select_virtual_services(wp: Waypoint, service: Service) -> list[IstioConfig]:
+def _age(vs: IstioConfig) -> tuple:
+    return (vs.meta.creation_timestamp or "~", vs.key)
+
+
+def exported_to(vs: IstioConfig, namespace: str) -> bool:
+    """Istio exportTo visibility of `vs` from `namespace` (default: exported everywhere)."""
+    export = [str(x) for x in vs.spec.get("exportTo") or ()]
+    if not export or "*" in export:
+        return True
+    if "." in export and vs.namespace == namespace:
+        return True
+    return namespace in export
+
+
+def hosts_match(wp: Waypoint, vs: IstioConfig, service: Service) -> bool:
     suffix = wp.snapshot.domain_suffix
+    return any(host_matches(resolve_short_name(str(h), vs.namespace, suffix), service.hostname)
+               for h in vs.spec.get("hosts") or ())
+
+
+def select_virtual_services(wp: Waypoint, service: Service) -> list[IstioConfig]:
+    """The VirtualServices applied to `service` at this waypoint, oldest first; the ones whose hosts match but
+    that do not apply here are reported (warning NotApplied) with the reason."""
     out = []
     for vs in wp.snapshot.virtual_services:
+        if not hosts_match(wp, vs, service):
+            continue
         if vs.namespace not in (service.namespace, wp.namespace):
+            wp.report(warning(vs.key, "metadata.namespace", f"not applied to {service.hostname} at waypoint "
+                              f"{wp.namespace}/{wp.gateway.key.name}: a waypoint reads VirtualServices from the "
+                              f"service's namespace ({service.namespace}) or its own ({wp.namespace})", "NotApplied"))
             continue
-        gateways = vs.spec.get("gateways") or []
-        if gateways and "mesh" not in gateways:
+        if not gateway_applies(vs.spec.get("gateways"), wp, vs.namespace):
+            wp.report(warning(vs.key, "spec.gateways", f"bound to gateways {list(vs.spec['gateways'])}, which do not "
+                              f"include mesh or {wp.namespace}/{wp.gateway.key.name}: not applied at this waypoint",
+                              "NotApplied"))
             continue
-        if any(host_matches(resolve_short_name(str(h), vs.namespace, suffix), service.hostname)
-               for h in vs.spec.get("hosts") or ()):
-            out.append(vs)
-    return sorted(out, key=lambda v: (v.meta.creation_timestamp or "~", v.key))
+        if not exported_to(vs, wp.namespace):
+            wp.report(warning(vs.key, "spec.exportTo", f"not exported to namespace {wp.namespace} of waypoint "
+                              f"{wp.gateway.key.name}: not applied at this waypoint", "NotApplied"))
+            continue
+        out.append(vs)
+    return sorted(out, key=_age)
 
 
-def _report_unsupported_vs(wp: Waypoint, vs: IstioConfig) -> None:
+def report_unsupported(wp: Waypoint, vs: IstioConfig) -> None:
     for f in sorted(set(vs.spec) - VS_FIELDS):
-        wp.report(warning(vs.key, f"spec.{f}", f"{f} is not supported yet; ignored"))
+        why = ("TLS routes are not supported at istiod-lite waypoints yet" if f == "tls"
+               else f"{f} is not supported; ignored")
+        wp.report(warning(vs.key, f"spec.{f}", why))
+    for i, rule in enumerate(vs.spec.get("http") or ()):
+        path = f"spec.http[{i}]"
+        for f in sorted(set(rule) - RULE_FIELDS):
+            why = ("delegate is not supported (delegate VirtualServices are not read); rule skipped"
+                   if f == "delegate" else f"{f} is not supported; ignored")
+            wp.report(warning(vs.key, f"{path}.{f}", why))
+        for j, r in enumerate(rule.get("route") or ()):
+            for f in sorted(set(r) - DESTINATION_FIELDS):
+                wp.report(warning(vs.key, f"{path}.route[{j}].{f}", f"{f} is not supported; ignored"))
 
 
-def _vs_routes(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServicePort,
+def _vs_routes(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServicePort, listener_port: int,
                vss: list[IstioConfig], result: RouteResult) -> list[rc.Route]:
     routes: list[rc.Route] = []
+    shadowed_by: IstioConfig | None = None
     for vs in vss:
-        _report_unsupported_vs(wp, vs)
+        report_unsupported(wp, vs)
         for i, rule in enumerate(vs.spec.get("http") or ()):
             path = f"spec.http[{i}]"
-            if routes and _ends_with_catch_all(routes):
-                wp.report(warning(vs.key, path, f"unreachable for {svc.hostname}: an earlier rule matches every "
-                                  "request", "Unreachable"))
+            if shadowed_by is not None:
+                by = "an earlier rule" if shadowed_by.key == vs.key else \
+                    f"a rule of the older VirtualService {shadowed_by.namespace}/{shadowed_by.name}"
+                wp.report(warning(vs.key, path, f"unreachable for {svc.hostname}: {by} matches every request",
+                                  "Unreachable"))
                 break
-            if not rule.get("route"):
-                present = [a for a in RULE_ACTIONS_UNSUPPORTED if rule.get(a)]
-                wp.report(warning(vs.key, path, f"rule without route ({', '.join(present) or 'no action'}) is not "
-                                  "supported yet; rule skipped"))
-                continue
-            for f in sorted(set(rule) - RULE_FIELDS):
-                wp.report(warning(vs.key, f"{path}.{f}", f"{f} is not supported yet; ignored"))
+            if rule.get("delegate") and not (rule.get("route") or rule.get("redirect")
+                                             or rule.get("directResponse")):
+                continue  # reported by report_unsupported
             matches = build_matches(wp, vs, rule, path, port.number)
             if not matches:
                 continue
-            action = build_action(wp, drs, vs, rule, path, svc, port)
+            action = build_action(wp, drs, vs, rule, path, svc, port, listener_port)
             result.refs.extend(action.refs)
             for m in matches:
                 r = rc.Route(name=names.route_name(str(rule.get("name", "")), m.name), match=m.match)
@@ -91,36 +143,37 @@ def _vs_routes(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServiceP
                 action.apply(r)
                 routes.append(r)
                 if m.catch_all:
+                    shadowed_by = vs
                     break
     return routes
 
 
-def _ends_with_catch_all(routes: list[rc.Route]) -> bool:
-    m = routes[-1].match
-    return (m.WhichOneof("path_specifier") == "prefix" and m.prefix == "/" and not m.headers
-            and not m.query_parameters)
-
-
 def virtual_host(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServicePort, domain_list: list[str],
-                 result: RouteResult) -> rc.VirtualHost:
+                 result: RouteResult, listener_port: int = 0, *, peer_identity: str = "tls") -> rc.VirtualHost:
+    """`peer_identity` says where AuthorizationPolicy identity fields look (authz.virtual_host_config): the
+    HBONE chains of hbone.py pass "filter_state"."""
     vh = rc.VirtualHost(name=names.virtual_host_name(svc.hostname, port.number), domains=domain_list)
     result.sources.add(svc.key)
     vss = select_virtual_services(wp, svc)
     for vs in vss:
         if not vs.spec.get("http"):
-            _report_unsupported_vs(wp, vs)  # no HTTP rules (e.g. tcp only): the default route applies
+            report_unsupported(wp, vs)  # no HTTP rules (e.g. tcp only): the default route applies
     vss = [vs for vs in vss if vs.spec.get("http")]
+    routes = _vs_routes(wp, drs, svc, port, listener_port or port.number, vss, result) if vss else []
     if vss:
         result.sources.update(vs.key for vs in vss)
-        vh.routes.extend(_vs_routes(wp, drs, svc, port, vss, result))
-    else:
+    if routes:
+        vh.routes.extend(routes)
+    else:  # no VirtualService, or none of its rules applies on this port: the default route (as Istio)
         ref = inbound_ref(svc, port)
         action = default_action(wp, ref)
         r = rc.Route(name=names.DEFAULT_ROUTE, match=rc.RouteMatch(prefix="/"))
         action.apply(r)
         vh.routes.append(r)
         result.refs.extend(action.refs)
-    for name, cfg in sorted(authz.virtual_host_config(wp, svc).items()):
+    result.sources.update(authz.policy_keys(wp, svc))
+    authz_configs = authz.virtual_host_config(wp, svc, port.number, peer_identity=peer_identity)
+    for name, cfg in sorted(authz_configs.items()):
         vh.typed_per_filter_config[name].CopyFrom(cfg)
     return vh
 
@@ -133,6 +186,7 @@ def route_configuration(wp: Waypoint, drs: DestinationRules, listener_port: int)
             served.append((svc, p))
     cfg = route_pb2.RouteConfiguration(name=names.route_config_name(listener_port))
     cfg.validate_clusters.value = False
+    cfg.max_direct_response_body_size_bytes.value = MAX_DIRECT_RESPONSE_BODY
     result = RouteResult(cfg, sources={wp.key})
     doms = domains.assign(wp, [(s, p.number) for s, p in served], names.listener_name(listener_port))
     vhosts = []
@@ -140,7 +194,7 @@ def route_configuration(wp: Waypoint, drs: DestinationRules, listener_port: int)
         vh_name = names.virtual_host_name(svc.hostname, p.number)
         if not doms[vh_name]:
             continue
-        vhosts.append(virtual_host(wp, drs, svc, p, doms[vh_name], result))
+        vhosts.append(virtual_host(wp, drs, svc, p, doms[vh_name], result, listener_port))
     cfg.virtual_hosts.extend(sorted(vhosts, key=lambda v: v.name))
     return result
 
@@ -151,4 +205,3 @@ def dr_sources(drs: DestinationRules, refs: list[ClusterRef]) -> set[ConfigKey]:
         if ref.subset is not None:
             out.add(ref.subset.source)
     return out
-

@@ -52,9 +52,9 @@ class Waypoint:
             path = f"spec.listeners[{i}]"
             proto = lst.protocol.upper()
             if proto == HBONE:
-                self.report(warning(self.key, path, f"listener {lst.name!r} (HBONE, port {lst.port}) is not yet "
-                                    "served by istiod-lite; clients must use an HTTP listener", "NotYetServed"))
-                continue
+                continue  # served by translate/hbone.py
+            if proto == "TCP":
+                continue  # served by translate/tcp.py
             if proto != HTTP:
                 self.report(warning(self.key, f"{path}.protocol",
                                     f"listener protocol {lst.protocol} is not supported yet", "UnsupportedProtocol"))
@@ -64,7 +64,7 @@ class Waypoint:
                                   f"{out[lst.port].name!r}; listener {lst.name!r} ignored", "PortConflict"))
                 continue
             out[lst.port] = lst
-        if not out:
+        if not out and not any(lst.protocol.upper() == HBONE for lst in self.gateway.listeners):
             self.report(warning(self.key, "spec.listeners", "waypoint has no HTTP listener: no routes are served",
                                 "NoHTTPListener"))
         return tuple(sorted(out.values(), key=lambda x: x.port))
@@ -103,6 +103,6 @@ def resolve(snapshot: ConfigSnapshot, key: ConfigKey, options: TranslateOptions)
     services = wp.services
     for svc in services:
         if not http_ports(svc):
-            wp.report(warning(svc.key, "spec.ports", f"service {svc.hostname} has no HTTP port; TCP traffic is "
-                              "not served by istiod-lite yet", "NoHTTPPort"))
+            wp.report(warning(svc.key, "spec.ports", f"service {svc.hostname} has no HTTP port; it is served "
+                              "only through the waypoint's TCP listeners (translate/tcp.py)", "NoHTTPPort"))
     return wp, None
