@@ -1,5 +1,10 @@
 """The composition root: wires source -> store -> debounced push loop -> translate -> xds cache -> ADS
-server, plus the operations HTTP server. Runs everything as named asyncio tasks and shuts down cleanly."""
+server, plus the operations HTTP server. Runs everything as named asyncio tasks and shuts down cleanly.
+
+Between translate and the cache sit two filters: the TEST-ONLY corruption hook (only when asked for) and the
+RejectionTracker (ops/nack.py), which keeps resources Envoy NACKed at their last good version until one of
+their input objects changes, and turns each rejection into a "RejectedByEnvoy" Issue.
+"""
 
 from __future__ import annotations
 
@@ -12,21 +17,27 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from istiod_lite.mesh_identity import WaypointSecrets
 from istiod_lite.model.meta import ConfigKey, Issue
 from istiod_lite.model.store import ConfigStore
 from istiod_lite.ops.http import HttpServer, Response
+from istiod_lite.ops.inputs import inputs_report
 from istiod_lite.ops.metrics import Metrics
+from istiod_lite.ops.nack import RejectionTracker
 from istiod_lite.ops.status import IssueReporter
+from istiod_lite.ops.syncz import syncz
 from istiod_lite.settings import Settings, split_address
 from istiod_lite.sources.files import DirectorySource
 from istiod_lite.translate import TranslateOptions, translate
 from istiod_lite.xds import types as xds_types
 from istiod_lite.xds.cache import SnapshotCache
 from istiod_lite.xds.debounce import Debouncer
-from istiod_lite.xds.server import AdsServer
+from istiod_lite.xds.server import AdsServer, NackInfo
+from istiod_lite.xds.tls import PeerAuthorizer, TlsConfig, server_credentials
 
 log = logging.getLogger("istiod_lite")
 _ISSUES_ONLY = ConfigKey("", "", "load-issues")  # a change that only touched load issues (e.g. bad YAML)
+_REJECTED = ConfigKey("", "", "rejected-by-envoy")  # a NACK pinned resources: push the last good versions
 
 
 def waypoint_of_node(node: Any) -> str | None:
@@ -47,37 +58,63 @@ def group_name(key: ConfigKey) -> str:
 
 
 class App:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, tls: TlsConfig | None = None,
+                 test_corrupt_file: str | None = None) -> None:
+        """`tls`: serve xDS over TLS (mTLS + per-waypoint identity check when it has a client CA).
+        `test_corrupt_file`: TEST ONLY, see ops/testhook_corrupt.py."""
         self.settings = settings
-        self.options = TranslateOptions()
+        self.tls = tls
+        self.options = TranslateOptions(trust_domain=settings.trust_domain,
+                                        hbone_upstream_port=settings.hbone_upstream_port)
+        self.identities = WaypointSecrets(settings)  # mesh CA -> SDS Secrets of HBONE waypoints (mesh_identity.py)
         self.debouncer = Debouncer(quiet=settings.debounce, max_delay=settings.debounce_max)
         self.store = ConfigStore(root_namespace=settings.root_namespace, domain_suffix=settings.domain_suffix,
                                  on_change=self._on_change)
         self.cache = SnapshotCache()
         self.metrics = Metrics()
+        self.rejections = RejectionTracker()
+        authorize = PeerAuthorizer(tls.trust_domain).check if tls is not None and tls.mutual else None
         self.server = AdsServer(self.cache, group_for_node=waypoint_of_node, ack_timeout=settings.ack_timeout,
-                                on_event=self.metrics.on_event)
+                                on_event=self._on_xds_event, on_nack=self._on_nack, authorize=authorize)
+        self.corrupt = None
+        if test_corrupt_file:
+            from istiod_lite.ops.testhook_corrupt import CorruptHook
+
+            self.corrupt = CorruptHook(test_corrupt_file)
         self.reporter = IssueReporter()
         self.resources: dict[str, xds_types.ResourceSet] = {}
         self.http = HttpServer({
             "/healthz/ready": self._ready,
             "/debug/config_dump": self._config_dump,
             "/debug/issues": lambda q: Response.json(self.reporter.as_json()),
+            "/debug/inputs": self._inputs,
             "/debug/syncz": self._syncz,
             "/metrics": lambda q: Response(200, self.metrics.render(), self.metrics.content_type),
         })
         self.source = DirectorySource(settings.config_dir, settings.poll_interval) if settings.config_dir else None
+        self.leader_duties = None
+        if settings.kubeconfig or settings.in_cluster:
+            self.source, self.leader_duties = _kube_parts(settings)
         self.pushes = 0
         self.ready = asyncio.Event()
         self.xds_port = 0
         self.http_port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pushed_version = -1
+        self._repush = False  # a NACK asks for a push although no input changed
+        self._change_seen_at: float | None = None  # first change of the batch being debounced
 
     # ---- wiring -------------------------------------------------------------------------------------
     def _on_change(self, keys: set[ConfigKey]) -> None:
         """Store callback; sources may call it from worker threads, so hop onto the event loop."""
         batch = keys or {_ISSUES_ONLY}
+        kube = bool(self.settings.kubeconfig or getattr(self.settings, "in_cluster", False))
+        self.metrics.source_events.labels("kubernetes" if kube else "files").inc(len(batch))
+        if self._change_seen_at is None:
+            self._change_seen_at = time.monotonic()
+        names = sorted(str(k) for k in keys)
+        log.info("config change: %s", _describe(keys) if keys else "load issues only",
+                 extra={"fields": {"event": "config_change", "objects": names[:50], "count": len(names)}})
         if self._loop is None:
             self.debouncer.add(batch)
         else:
@@ -87,14 +124,19 @@ class App:
         self._loop = asyncio.get_running_loop()
         xds_host, xds_port = split_address(self.settings.xds_address, 15010)
         http_host, http_port = split_address(self.settings.http_address, 15014)
+        credentials = server_credentials(self.tls) if self.tls is not None else None
         self.xds_port = await self.server.start(f"{xds_host}:{xds_port}" if ":" not in xds_host
-                                                else f"[{xds_host}]:{xds_port}")
+                                                else f"[{xds_host}]:{xds_port}", credentials)
         self.http_port = await self.http.start(http_host, http_port)
-        log.info("xds listening on %s:%d", xds_host, self.xds_port)
+        log.info("xds listening on %s:%d (%s)", xds_host, self.xds_port,
+                 "plaintext" if self.tls is None else "mTLS, per-waypoint identity" if self.tls.mutual else "TLS")
         log.info("http listening on %s:%d", http_host, self.http_port)
-        tasks = [asyncio.create_task(self._push_loop(), name="push-loop")]
+        tasks = [asyncio.create_task(self._push_loop(), name="push-loop"),
+                 asyncio.create_task(self._rotate_certificates(), name="cert-rotation")]
         if self.source is not None:
-            tasks.append(asyncio.create_task(self.source.run(self.store), name="directory-source"))
+            tasks.append(asyncio.create_task(self.source.run(self.store), name=f"{type(self.source).__name__}"))
+        if self.leader_duties is not None:
+            tasks.append(asyncio.create_task(self.leader_duties.run(), name="leader-duties"))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for t in done:
@@ -114,9 +156,17 @@ class App:
         self._mark_ready()
         while True:
             batch = await self.debouncer.next_batch()
-            if self.store.version == self._pushed_version:
+            if self.store.version == self._pushed_version and not self._repush:
                 continue  # already pushed (changes that arrived before the start-up push)
             await self.push(batch)
+
+    async def _rotate_certificates(self) -> None:
+        """Mesh identity: push again when a waypoint certificate reaches half-life (new Secret over SDS)."""
+        await self.ready.wait()
+        while True:
+            await asyncio.sleep(self.identities.seconds_until_rotation())
+            if self.identities.due():
+                await self.push({"certificate-rotation"})
 
     def _mark_ready(self) -> None:
         self.ready.set()
@@ -129,6 +179,12 @@ class App:
     async def push(self, cause: Any) -> None:
         """Translate every waypoint from the current snapshot and push what changed."""
         started = time.perf_counter()
+        seen_at, self._change_seen_at = self._change_seen_at, None
+        self._repush = False
+        for pin in self.rejections.release(c for c in cause if isinstance(c, ConfigKey)):
+            log.info("released %s %s of %s: an input object changed, trying the new content",
+                     xds_types.SHORT_NAMES.get(pin.type_url, pin.type_url), pin.name, pin.group,
+                     extra={"fields": {"event": "pin_released", **pin.describe()}})
         snapshot = self.store.snapshot()
         self._pushed_version = snapshot.version
         issues: list[Issue] = list(snapshot.issues)
@@ -140,22 +196,56 @@ class App:
             result = translate(snapshot, wp.key, self.options)
             issues.extend(result.issues)
             self.resources[name] = result.resources
-            if self.cache.set_resources(name, result.resources.resources):
+            served = self.identities.add(wp, result.resources.resources)  # SDS Secrets when serving HBONE
+            if self.corrupt is not None:
+                served = self.corrupt.apply(served)
+            served = self.rejections.apply(name, served)
+            if self.cache.set_resources(name, served):
                 groups.add(name)
+            cached = self.cache.get(name)
+            self.rejections.served(name, served, {t: {n: e.version for n, e in cached.get(t, {}).items()}
+                                                  for t in served}, result.resources.sources)
+        self.identities.retain(snapshot.waypoints())
         for name in set(self.cache.groups()) - live:
             self.cache.remove_group(name)
             self.resources.pop(name, None)
+            self.rejections.forget_group(name)
             groups.add(name)
+        issues.extend(self.rejections.issues())
         self.reporter.update(issues)
+        if self.leader_duties is not None:
+            self.leader_duties.submit(snapshot, issues)
         self.metrics.snapshot_seen(snapshot, issues)
+        self.metrics.pins_changed(self.rejections.pinned())
         if groups:
-            self.metrics.waypoints_changed(groups, _reason(cause))
+            self.metrics.waypoints_changed(groups, _reason(cause), now=seen_at)
             await self.server.notify(groups)
         self.metrics.push_duration.observe(time.perf_counter() - started)
         self.pushes += 1
+        elapsed = (time.perf_counter() - started) * 1000
         log.info("push %d: snapshot v%d, %d waypoint(s) changed %s in %.1f ms (cause: %s)", self.pushes,
-                 snapshot.version, len(groups), sorted(groups), (time.perf_counter() - started) * 1000,
-                 _describe(cause))
+                 snapshot.version, len(groups), sorted(groups), elapsed, _describe(cause),
+                 extra={"fields": {"event": "push", "push": self.pushes, "snapshot_version": snapshot.version,
+                                   "waypoints": sorted(groups), "reason": _reason(cause),
+                                   "cause": sorted(str(c) for c in cause)[:50], "duration_ms": round(elapsed, 2)}})
+
+    # ---- xDS callbacks (run on the event loop, from the ADS server) ---------------------------------
+    def _on_xds_event(self, name: str, data: dict[str, Any]) -> None:
+        self.metrics.on_event(name, data)
+        if name == "ack":
+            self.rejections.acked(data["group"], data["type_url"], data.get("upserts", {}), data.get("removed", ()))
+
+    def _on_nack(self, nack: NackInfo) -> None:
+        pins = self.rejections.rejected(nack)
+        for pin in pins:
+            log.error("Envoy %s rejected %s %s of waypoint %s (objects: %s); serving %s: %s", nack.node_id,
+                      xds_types.SHORT_NAMES.get(pin.type_url, pin.type_url), pin.name, pin.group,
+                      ", ".join(pin.sources) or "?", "its last good version" if pin.good is not None
+                      else "nothing in its place (never accepted)", pin.error,
+                      extra={"fields": {"event": "rejected_by_envoy", **pin.describe()}})
+        if pins:
+            self._repush = True
+            self.debouncer.add({_REJECTED})
 
     # ---- HTTP handlers -----------------------------------------------------------------------------
     def _ready(self, query: dict[str, str]) -> Response:
@@ -182,27 +272,44 @@ class App:
         return Response.json(out[wanted] if wanted else out)
 
     def _syncz(self, query: dict[str, str]) -> Response:
-        return Response.json([_as_dict(c) for c in self.server.connections()])
+        return Response.json(syncz(self.server.connections(), [p.describe() for p in self.rejections.pinned()]))
 
-
-def _as_dict(obj: Any) -> Any:
-    import dataclasses
-
-    if dataclasses.is_dataclass(obj):
-        return {k: _as_dict(v) for k, v in dataclasses.asdict(obj).items()}
-    return obj
+    def _inputs(self, query: dict[str, str]) -> Response:
+        status, body = inputs_report(self.resources, query.get("waypoint"))
+        return Response.json(body, status)
 
 
 def _reason(cause: Any) -> str:
     kinds = sorted({c.kind for c in cause if isinstance(c, ConfigKey) and c.kind})
-    return ",".join(kinds) if kinds else "startup" if "startup" in cause else "other"
+    if kinds:
+        return ",".join(kinds)
+    return "startup" if "startup" in cause else "rejected" if _REJECTED in cause else "other"
 
 
 def _describe(cause: Any) -> str:
-    items = sorted(str(c) for c in cause if c != _ISSUES_ONLY)
+    items = sorted(str(c) for c in cause if c not in (_ISSUES_ONLY, _REJECTED))
+    if _REJECTED in cause:
+        items.append("Envoy rejected resources (serving last good versions)")
     if len(items) > 5:
         return ", ".join(items[:5]) + f" and {len(items) - 5} more"
     return ", ".join(items) or "config change"
+
+
+def _kube_parts(settings: Settings) -> tuple[Any, Any]:
+    """The Kubernetes source and the leader's duties (status, waypoint objects), sharing one API client."""
+    import socket
+
+    from istiod_lite.ops.leader import LeaderDuties, LeaderElector
+    from istiod_lite.ops.waypoint_objects import WaypointOptions
+    from istiod_lite.sources.kube import KubeSource, api_client_from
+
+    api = api_client_from(settings.kubeconfig)
+    xds_host, xds_port = split_address(settings.waypoint_xds_address, 15010)
+    elector = LeaderElector(api, settings.pod_namespace, "istiod-lite-leader",
+                            settings.pod_name or socket.gethostname())
+    duties = LeaderDuties(elector, api, WaypointOptions(image=settings.waypoint_image, xds_host=xds_host,
+                                                        xds_port=xds_port))
+    return KubeSource(api), duties
 
 
 async def serve(settings: Settings) -> None:

@@ -1,9 +1,10 @@
-"""The `istiod-lite` command: serve, bootstrap, translate, validate."""
+"""The `istiod-lite` command: serve, bootstrap, translate, validate, proxy-status."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -17,6 +18,11 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="serve xDS to waypoint Envoys from a config directory")
     s.add_argument("--config-dir", help="directory of YAML/JSON manifests (watched)")
+    s.add_argument("--kubeconfig", help="watch this cluster (kubeconfig file) instead of a directory")
+    s.add_argument("--in-cluster", action="store_true", help="watch the cluster istiod-lite runs in")
+    s.add_argument("--waypoint-image", default="envoyproxy/envoy:v1.40.0", help="Envoy image of waypoint Deployments")
+    s.add_argument("--waypoint-xds-address", default="istiod-lite.istio-system.svc:15010",
+                   help="HOST:PORT waypoint Envoys dial for xDS")
     s.add_argument("--xds-address", default="127.0.0.1:15010")
     s.add_argument("--http-address", default="127.0.0.1:15014")
     s.add_argument("--debounce", type=float, default=0.1, help="quiet period in seconds before a push")
@@ -27,6 +33,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--ready-file", help="write {xds_port, http_port} as JSON here once ready")
     s.add_argument("--log-format", choices=["text", "json"], default="text")
     s.add_argument("--log-level", default="info")
+    s.add_argument("--xds-tls-cert", help="PEM certificate: serve xDS over TLS (with --xds-tls-key)")
+    s.add_argument("--xds-tls-key", help="PEM private key of --xds-tls-cert")
+    s.add_argument("--xds-client-ca", help="PEM CA: require client certificates (mTLS) whose identity "
+                                           "(SPIFFE URI or DNS SAN) matches the waypoint requested")
+    s.add_argument("--xds-trust-domain", help="with --xds-client-ca: the only SPIFFE trust domain accepted")
+    s.add_argument("--trust-domain", default="cluster.local", help="SPIFFE trust domain of the mesh")
+    s.add_argument("--ca-dir", help="Istio plug-in CA directory (ca-cert.pem, ca-key.pem, root-cert.pem, "
+                                    "cert-chain.pem); a self-signed root is generated there when empty")
+    s.add_argument("--cert-lifetime", default="24h", help="lifetime of waypoint certificates (rotated at half-life)")
+    s.add_argument("--hbone-upstream-port", type=int, default=15008, help=argparse.SUPPRESS)  # tests on one host
+    s.add_argument("--test-corrupt-file", default=os.environ.get("ISTIOD_LITE_TEST_CORRUPT_FILE"),
+                   help=argparse.SUPPRESS)  # TEST ONLY: see istiod_lite/ops/testhook_corrupt.py
 
     b = sub.add_parser("bootstrap", help="print an Envoy bootstrap for a waypoint")
     b.add_argument("--waypoint", required=True, help="NAMESPACE/NAME of the waypoint Gateway")
@@ -34,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--admin-address", default="127.0.0.1:15000")
     b.add_argument("--sotw", action="store_true", help="State-of-the-World ADS instead of Delta")
     b.add_argument("--node-id", help="Envoy node id (default NAMESPACE/NAME~<random>)")
+    b.add_argument("--xds-ca", help="PEM CA that signed istiod-lite's xDS certificate: connect over TLS")
+    b.add_argument("--client-cert", help="PEM client certificate for mTLS to the xDS server")
+    b.add_argument("--client-key", help="PEM private key of --client-cert")
+    b.add_argument("--sni", help="TLS server name sent to the xDS server")
+
+    ps = sub.add_parser("proxy-status", help="sync status of every connected proxy (like istioctl proxy-status)")
+    ps.add_argument("--http-address", default="127.0.0.1:15014", help="HOST:PORT of istiod-lite's HTTP server")
+    ps.add_argument("--json", action="store_true", help="print /debug/syncz as JSON instead of a table")
 
     t = sub.add_parser("translate", help="print the Envoy resources of a waypoint as YAML (no server)")
     t.add_argument("--config-dir", required=True)
@@ -47,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return {"serve": _serve, "bootstrap": _bootstrap, "translate": _translate, "validate": _validate}[args.command](args)
+    return {"serve": _serve, "bootstrap": _bootstrap, "translate": _translate, "validate": _validate,
+            "proxy-status": _proxy_status}[args.command](args)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -56,17 +83,36 @@ def _serve(args: argparse.Namespace) -> int:
     from istiod_lite.settings import Settings
 
     configure(args.log_level, args.log_format)
-    if not args.config_dir:
-        print("istiod-lite serve: --config-dir is required (the Kubernetes source is not available yet)",
-              file=sys.stderr)
+    if sum(bool(x) for x in (args.config_dir, args.kubeconfig, args.in_cluster)) != 1:
+        print("istiod-lite serve: give exactly one of --config-dir, --kubeconfig, --in-cluster", file=sys.stderr)
         return 2
     settings = Settings(config_dir=args.config_dir, xds_address=args.xds_address, http_address=args.http_address,
                         debounce=args.debounce, debounce_max=args.debounce_max, ack_timeout=args.ack_timeout,
                         root_namespace=args.root_namespace, domain_suffix=args.domain_suffix,
-                        ready_file=args.ready_file, log_format=args.log_format, log_level=args.log_level)
+                        ready_file=args.ready_file, log_format=args.log_format, log_level=args.log_level,
+                        kubeconfig=args.kubeconfig, in_cluster=args.in_cluster,
+                        pod_name=os.environ.get("POD_NAME", ""),
+                        pod_namespace=os.environ.get("POD_NAMESPACE", "istio-system"),
+                        waypoint_image=args.waypoint_image, waypoint_xds_address=args.waypoint_xds_address,
+                        **_identity_settings(args))
+
+    tls = None
+    if args.xds_tls_cert or args.xds_tls_key or args.xds_client_ca:
+        from istiod_lite.xds.tls import TlsConfig, server_credentials
+
+        if not (args.xds_tls_cert and args.xds_tls_key):
+            print("istiod-lite serve: --xds-tls-cert and --xds-tls-key go together (and --xds-client-ca needs "
+                  "both)", file=sys.stderr)
+            return 2
+        tls = TlsConfig(args.xds_tls_cert, args.xds_tls_key, args.xds_client_ca, args.xds_trust_domain)
+        try:
+            server_credentials(tls)
+        except ValueError as exc:
+            print(f"istiod-lite serve: {exc}", file=sys.stderr)
+            return 2
 
     async def run() -> None:
-        app = App(settings)
+        app = App(settings, tls=tls, test_corrupt_file=args.test_corrupt_file)
         task = asyncio.create_task(app.run(), name="app")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -80,6 +126,17 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _identity_settings(args: argparse.Namespace) -> dict:
+    from istiod_lite.model.duration import parse_duration
+
+    try:
+        lifetime = parse_duration(args.cert_lifetime)
+    except ValueError as exc:
+        raise SystemExit(f"istiod-lite serve: --cert-lifetime: {exc}") from exc
+    return {"trust_domain": args.trust_domain, "ca_dir": args.ca_dir, "cert_lifetime": lifetime,
+            "hbone_upstream_port": args.hbone_upstream_port}
+
+
 def _bootstrap(args: argparse.Namespace) -> int:
     from istiod_lite.bootstrap import render_bootstrap
     from istiod_lite.settings import split_address
@@ -89,8 +146,13 @@ def _bootstrap(args: argparse.Namespace) -> int:
     if not sep or not ns or not name:
         print(f"istiod-lite bootstrap: --waypoint must be NAMESPACE/NAME, got {args.waypoint!r}", file=sys.stderr)
         return 2
+    if bool(args.client_cert) != bool(args.client_key) or (args.client_cert and not args.xds_ca):
+        print("istiod-lite bootstrap: --client-cert and --client-key go together, and need --xds-ca",
+              file=sys.stderr)
+        return 2
     doc = render_bootstrap(args.waypoint, host, port, admin_address=args.admin_address, delta=not args.sotw,
-                           node_id=args.node_id)
+                           node_id=args.node_id, xds_ca=args.xds_ca, client_cert=args.client_cert,
+                           client_key=args.client_key, sni=args.sni)
     sys.stdout.write(yaml.safe_dump(doc, sort_keys=False))
     return 0
 
@@ -139,12 +201,50 @@ def _validate(args: argparse.Namespace) -> int:
         else:
             files.append(p)
     snapshot = snapshot_from_files(files)
+    issues = set(snapshot.issues) | set(_translate_issues(snapshot))
     errors = 0
-    for issue in sorted(snapshot.issues, key=str):
+    for issue in sorted(issues, key=str):
         print(issue)
         errors += issue.is_error
-    print(f"{len(files)} file(s), {errors} error(s), {len(snapshot.issues) - errors} warning(s)")
+    print(f"{len(files)} file(s), {len(snapshot.waypoints())} waypoint(s) translated, {errors} error(s), "
+          f"{len(issues) - errors} warning(s)")
     return 1 if errors else 0
+
+
+def _translate_issues(snapshot) -> list:
+    """Translate every waypoint as the server would and return the issues it finds (missing subsets,
+    unknown hosts...), each with the file of its object."""
+    from istiod_lite.translate import translate
+
+    files = {}
+    for obj in (*snapshot.gateways, *snapshot.services, *snapshot.virtual_services, *snapshot.destination_rules,
+                *snapshot.authorization_policies):
+        meta = getattr(obj, "meta", None)
+        if meta is not None and meta.file:
+            files.setdefault(meta.key, meta.file)
+    out = []
+    for wp in snapshot.waypoints():
+        for issue in translate(snapshot, wp.key).issues:
+            out.append(issue if issue.file or issue.key not in files else issue.with_file(files[issue.key]))
+    return out
+
+
+def _proxy_status(args: argparse.Namespace) -> int:
+    from istiod_lite.ops.proxy_status import fetch, table
+
+    try:
+        data = fetch(args.http_address)
+    except OSError as exc:
+        print(f"istiod-lite proxy-status: cannot reach http://{args.http_address}/debug/syncz: {exc}",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        import json
+
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(table(data))
+    return 0
 
 
 if __name__ == "__main__":

@@ -20,6 +20,11 @@ def split_address(address: str, default_port: int) -> tuple[str, int]:
 class Settings:
     config_dir: str | None = None
     kubeconfig: str | None = None
+    in_cluster: bool = False  # the Kubernetes source with the pod's service account
+    pod_name: str = ""  # leader-election identity (POD_NAME); empty: hostname
+    pod_namespace: str = "istio-system"  # where the leader-election Lease lives (POD_NAMESPACE)
+    waypoint_image: str = "envoyproxy/envoy:v1.40.0"
+    waypoint_xds_address: str = "istiod-lite.istio-system.svc:15010"  # what waypoint Envoys dial
     xds_address: str = "127.0.0.1:15010"
     http_address: str = "127.0.0.1:15014"
     debounce: float = 0.1
@@ -31,3 +36,9 @@ class Settings:
     ready_file: str | None = None
     log_format: str = "text"
     log_level: str = "info"
+    # Mesh identity (istiod_lite.identity): SPIFFE trust domain, Istio plug-in CA directory (None: an in-memory
+    # self-signed root), lifetime of waypoint certificates in seconds (rotated at half-life).
+    trust_domain: str = "cluster.local"
+    ca_dir: str | None = None
+    cert_lifetime: float = 24 * 3600.0
+    hbone_upstream_port: int = 15008  # port connect_originate tunnels to (tests on one host change it)

@@ -5,11 +5,15 @@ resource map is built in name order. Reads like a table of contents:
 
 1. waypoint.resolve      the waypoint Gateway and the services bound to it (missing -> empty result + Issue)
 2. listeners             one Envoy listener per Gateway HTTP listener port, HCM with RDS
+   tcp                   one Envoy listener per Gateway TCP listener port, tcp_proxy from VirtualService tcp[]
 3. routes                one RouteConfiguration per listener: a virtual host per bound service, VirtualService
                          rules (route_match, route_action, retries), domains
 4. clusters              inbound-vip clusters of bound services (+ DestinationRule subsets), outbound clusters of
                          other destinations (cluster_policy for DestinationRule traffic policy)
 5. endpoints             one ClusterLoadAssignment per EDS cluster
+6. hbone                 with an HBONE listener: connect_terminate -> main_internal (a chain + routes per service
+                         VIP:port) -> inbound-vip clusters -> connect_originate (add_listeners before clusters,
+                         rewrite_upstreams of in-mesh endpoints after endpoints)
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 
 from istiod_lite.model.meta import ConfigKey, Issue
 from istiod_lite.model.snapshot import ConfigSnapshot
-from istiod_lite.translate import clusters, endpoints, listeners, routes
+from istiod_lite.translate import clusters, endpoints, hbone, listeners, routes, tcp
 from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.options import TranslateOptions
 from istiod_lite.translate.waypoint import resolve
@@ -57,13 +61,21 @@ def translate(snapshot: ConfigSnapshot, waypoint: ConfigKey,
         sources[(types.ROUTE, rr.config.name)] = rr.sources | routes.dr_sources(drs, rr.refs)
         refs.extend(rr.refs)
 
+    for tl in tcp.build_listeners(wp, drs):
+        out[types.LISTENER][tl.listener.name] = tl.listener
+        sources[(types.LISTENER, tl.listener.name)] = tl.sources
+        refs.extend(tl.refs)
+
+    refs.extend(hbone.add_listeners(wp, drs, out, sources))  # HBONE listener: the ambient layout
+
     built, eds_refs, cluster_sources = clusters.build_clusters(wp, drs, refs)
     for name, c in built.items():
         out[types.CLUSTER][name] = c
         sources[(types.CLUSTER, name)] = cluster_sources[name]
     for name, ref in eds_refs.items():
-        out[types.ENDPOINT][name] = endpoints.load_assignment(ref)
+        out[types.ENDPOINT][name] = endpoints.eds_assignment(wp, ref)
         sources[(types.ENDPOINT, name)] = {ref.service.key} | ({ref.subset.source} if ref.subset else set())
+    hbone.rewrite_upstreams(wp, drs, out)  # in-mesh endpoints through connect_originate (no-op without HBONE)
 
     resources = {t: _sorted(v) for t, v in out.items()}
     src = {k: tuple(sorted(str(x) for x in v)) for k, v in sorted(sources.items())}

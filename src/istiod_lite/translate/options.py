@@ -17,3 +17,7 @@ class TranslateOptions:
     default_retry_attempts: int = 2
     default_retry_on: str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
     default_host_selection_retry_max_attempts: int = 5
+    # HBONE (translate/hbone.py): the mesh trust domain (SPIFFE ids spiffe://TD/...), and the port connect_originate
+    # tunnels to on an endpoint's address (ztunnel's 15008; tests on one loopback host use another port).
+    trust_domain: str = "cluster.local"
+    hbone_upstream_port: int = 15008

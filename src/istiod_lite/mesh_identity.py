@@ -1,0 +1,64 @@
+"""Composition-root glue between the identity room (the CA) and the xDS resources of a waypoint: each
+waypoint served with an HBONE listener gets its certificate and the mesh root as SDS Secrets on its own
+ADS stream (translate never sees the CA; the app adds these after translation).
+
+Identity of a waypoint: ``spiffe://<trust domain>/ns/<gateway namespace>/sa/<service account>``, the service
+account being the Gateway's name (what istiod deploys for a waypoint), or its annotation
+``istiod-lite.io/service-account``.
+
+Who receives which certificate: resources are grouped per waypoint and a proxy receives only the group its
+node names (node metadata WAYPOINT or node id ``ns/name~...``, app.waypoint_of_node). That entitlement is
+only as strong as the proof of who the proxy is: serve xDS with mTLS and a client CA (``--xds-client-ca``),
+so the client certificate's SAN must match the waypoint requested (xds/tls.py PeerAuthorizer) before any
+Secret is sent. Without xDS mTLS any local client could ask for any waypoint's key: use it only on loopback.
+Private keys appear only inside the Secret resources sent on that stream, never in logs or /debug output.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Iterable, Mapping
+
+from google.protobuf.message import Message
+
+from istiod_lite.identity import CertificateAuthority, WorkloadCertificates, spiffe_id
+from istiod_lite.identity.rotation import utc_now
+from istiod_lite.model.gateway import Gateway
+from istiod_lite.settings import Settings
+from istiod_lite.translate.hbone_listeners import CONNECT_TERMINATE
+from istiod_lite.translate.hbone_tls import secrets
+from istiod_lite.xds import types
+
+SERVICE_ACCOUNT_ANNOTATION = "istiod-lite.io/service-account"
+MAX_SLEEP = 60.0
+
+
+class WaypointSecrets:
+    def __init__(self, settings: Settings, clock=utc_now) -> None:
+        self.trust_domain = settings.trust_domain
+        self.ca = CertificateAuthority.load_or_create(settings.trust_domain, settings.ca_dir)
+        self.certs = WorkloadCertificates(self.ca, dt.timedelta(seconds=settings.cert_lifetime), clock)
+        self._clock = clock
+
+    def identity(self, gateway: Gateway) -> str:
+        sa = gateway.meta.annotation(SERVICE_ACCOUNT_ANNOTATION) or gateway.key.name
+        return spiffe_id(self.trust_domain, gateway.key.namespace, sa)
+
+    def add(self, gateway: Gateway, resources: Mapping[str, Mapping[str, Message]]) -> Mapping[str, Mapping[str, Message]]:
+        """`resources` plus the waypoint's Secrets when it serves HBONE (else unchanged)."""
+        if CONNECT_TERMINATE not in resources.get(types.LISTENER, {}):
+            return resources
+        cert = self.certs.current(self.identity(gateway))
+        return {**resources, types.SECRET: secrets(cert.chain_pem, cert.key_pem, self.ca.root_pem)}
+
+    def retain(self, gateways: Iterable[Gateway]) -> None:
+        self.certs.retain({self.identity(g) for g in gateways})
+
+    def due(self) -> bool:
+        return self.certs.due()
+
+    def seconds_until_rotation(self) -> float:
+        nxt = self.certs.next_rotation()
+        if nxt is None:
+            return MAX_SLEEP
+        return min(MAX_SLEEP, max(0.05, (nxt - self._clock()).total_seconds()))
