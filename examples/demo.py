@@ -35,8 +35,8 @@ REPO = EXAMPLES.parent
 WAYPOINT = "default/waypoint"
 # name -> fixed port used in the manifests / by the demo
 FIXED = {"listener": 18080, "reviews-v1": 19081, "reviews-v2": 19082, "ratings": 19083,
-         "xds": 15010, "http": 15014, "admin": 15000}
-MANIFEST_PORTS = ("listener", "reviews-v1", "reviews-v2", "ratings")
+         "xds": 15010, "http": 15014, "admin": 15000, "mesh": 15008}
+MANIFEST_PORTS = ("listener", "reviews-v1", "reviews-v2", "ratings", "mesh")
 BACKENDS = ("reviews-v1", "reviews-v2", "ratings")
 
 
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         procs.start("istiod-lite", [sys.executable, "-m", "istiod_lite", "serve", "--config-dir", str(config_dir),
                                     "--xds-address", f"127.0.0.1:{ports['xds']}",
                                     "--http-address", f"127.0.0.1:{ports['http']}",
-                                    "--ready-file", str(ready_file)])
+                                    "--ready-file", str(ready_file), "--listen-address", "127.0.0.1"])
         served = wait_until(lambda: json.loads(ready_file.read_text()), 30, "istiod-lite to be ready", procs)
         boot = subprocess.run([sys.executable, "-m", "istiod_lite", "bootstrap", "--waypoint", WAYPOINT,
                                "--xds-address", f"127.0.0.1:{served['xds_port']}",

@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
                                            "(SPIFFE URI or DNS SAN) matches the waypoint requested")
     s.add_argument("--xds-trust-domain", help="with --xds-client-ca: the only SPIFFE trust domain accepted")
     s.add_argument("--trust-domain", default="cluster.local", help="SPIFFE trust domain of the mesh")
+    s.add_argument("--listen-address", default="0.0.0.0",
+                   help="address waypoint listeners bind to when the Gateway has no spec.addresses")
     s.add_argument("--ca-dir", help="Istio plug-in CA directory (ca-cert.pem, ca-key.pem, root-cert.pem, "
                                     "cert-chain.pem); a self-signed root is generated there when empty")
     s.add_argument("--cert-lifetime", default="24h", help="lifetime of waypoint certificates (rotated at half-life)")
@@ -134,7 +136,7 @@ def _identity_settings(args: argparse.Namespace) -> dict:
     except ValueError as exc:
         raise SystemExit(f"istiod-lite serve: --cert-lifetime: {exc}") from exc
     return {"trust_domain": args.trust_domain, "ca_dir": args.ca_dir, "cert_lifetime": lifetime,
-            "hbone_upstream_port": args.hbone_upstream_port}
+            "hbone_upstream_port": args.hbone_upstream_port, "listen_address": args.listen_address}
 
 
 def _bootstrap(args: argparse.Namespace) -> int:

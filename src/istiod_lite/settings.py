@@ -41,4 +41,5 @@ class Settings:
     trust_domain: str = "cluster.local"
     ca_dir: str | None = None
     cert_lifetime: float = 24 * 3600.0
+    listen_address: str = "0.0.0.0"  # waypoint listeners bind here unless the Gateway has spec.addresses
     hbone_upstream_port: int = 15008  # port connect_originate tunnels to (tests on one host change it)

@@ -27,7 +27,7 @@ class Istiod:
         self.ready_file.unlink(missing_ok=True)
         argv = [sys.executable, "-m", "istiod_lite", "serve", "--config-dir", str(config_dir),
                 "--xds-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0",
-                "--ready-file", str(self.ready_file), *extra_args]
+                "--ready-file", str(self.ready_file), "--listen-address", "127.0.0.1", *extra_args]
         self.proc = ManagedProcess(name, argv, workdir / f"{name}.log", cwd=REPO)
         self.xds_port = 0
         self.http_port = 0

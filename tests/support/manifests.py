@@ -27,14 +27,20 @@ def namespace(name: str = NAMESPACE, waypoint: str = WAYPOINT) -> dict[str, Any]
             "metadata": {"name": name, "labels": {"istio.io/use-waypoint": waypoint}}}
 
 
-def waypoint_gateway(http_port: int, name: str = WAYPOINT, ns: str = NAMESPACE) -> dict[str, Any]:
+def waypoint_gateway(http_port: int, name: str = WAYPOINT, ns: str = NAMESPACE,
+                     hbone_port: int | None = None) -> dict[str, Any]:
     """A waypoint as `istioctl waypoint generate` emits it (the `mesh` HBONE listener) plus a plain HTTP
-    listener on `http_port` where tests send requests with a Host header."""
+    listener on `http_port` where tests send requests with a Host header. The HBONE listener gets a free port
+    (not 15008) so that tests never bind a fixed port."""
+    if hbone_port is None:
+        from testsupport.procs import free_port
+
+        hbone_port = free_port()
     return {
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
         "metadata": {"name": name, "namespace": ns, "labels": {"istio.io/waypoint-for": "service"}},
         "spec": {"gatewayClassName": "istio-waypoint",
-                 "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"},
+                 "listeners": [{"name": "mesh", "port": hbone_port, "protocol": "HBONE"},
                                {"name": "http", "port": http_port, "protocol": "HTTP"}]},
     }
 
