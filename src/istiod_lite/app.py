@@ -65,7 +65,8 @@ class App:
         self.settings = settings
         self.tls = tls
         self.options = TranslateOptions(trust_domain=settings.trust_domain,
-                                        hbone_upstream_port=settings.hbone_upstream_port)
+                                        hbone_upstream_port=settings.hbone_upstream_port,
+                                        listen_address=settings.listen_address)
         self.identities = WaypointSecrets(settings)  # mesh CA -> SDS Secrets of HBONE waypoints (mesh_identity.py)
         self.debouncer = Debouncer(quiet=settings.debounce, max_delay=settings.debounce_max)
         self.store = ConfigStore(root_namespace=settings.root_namespace, domain_suffix=settings.domain_suffix,

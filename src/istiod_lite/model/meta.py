@@ -60,12 +60,21 @@ class Issue:
         return Issue(self.key, self.path, self.message, self.reason, self.severity, file)
 
 
+MAX_MESSAGE = 1000  # a message quoting a huge user value stays readable (and logs/status stay small)
+
+
+def shorten(message: str, limit: int = MAX_MESSAGE) -> str:
+    if len(message) <= limit:
+        return message
+    return f"{message[:limit - 60]}... [{len(message) - (limit - 60)} more characters]"
+
+
 def error(key: ConfigKey | None, path: str, message: str, reason: str = "Invalid") -> Issue:
-    return Issue(key, path, message, reason, Severity.ERROR)
+    return Issue(key, path, shorten(message), reason, Severity.ERROR)
 
 
 def warning(key: ConfigKey | None, path: str, message: str, reason: str = "Unsupported") -> Issue:
-    return Issue(key, path, message, reason, Severity.WARNING)
+    return Issue(key, path, shorten(message), reason, Severity.WARNING)
 
 
 @dataclass(frozen=True)

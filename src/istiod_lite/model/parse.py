@@ -7,6 +7,8 @@ is unusable) with every Issue found. Kubernetes core kinds are parsed in `parse_
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +104,10 @@ def parse_object(obj: Any, file: str | None = None) -> tuple[Parsed | None, list
     return Parsed(key, IstioConfig(meta, spec), file), issues
 
 
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
 def _check_envelope(obj: Any) -> list[Issue]:
     if not isinstance(obj, dict):
         return [error(None, "", f"expected a mapping (a Kubernetes object), got {type(obj).__name__}")]
@@ -122,6 +128,13 @@ def _check_envelope(obj: Any) -> list[Issue]:
         return [warning(key, "kind", f"kind {kind} is not read by istiod-lite; ignored", "UnsupportedKind")]
     if not isinstance(obj.get("apiVersion"), str):
         return [error(key, "apiVersion", "missing or not a string")]
+    if len(name) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(name):
+        shown = name if len(name) <= 80 else name[:80] + f"... ({len(name)} characters)"
+        return [error(key, "metadata.name", f"invalid name {shown!r}: must be a lowercase RFC 1123 subdomain "
+                                            "(a-z, 0-9, '-', '.'; at most 253 characters)")]
+    if isinstance(ns, str) and ns and (len(ns) > 63 or not _DNS1123_LABEL.fullmatch(ns)):
+        return [error(key, "metadata.namespace", "invalid namespace: must be a lowercase RFC 1123 label "
+                                                 "(a-z, 0-9, '-'; at most 63 characters)")]
     for field in ("labels", "annotations"):
         value = md.get(field)
         if value is not None and (not isinstance(value, dict)

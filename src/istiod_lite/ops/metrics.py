@@ -1,7 +1,8 @@
 """Prometheus metrics (prometheus-client), in a registry owned by one App (nothing built at import time).
 
-Fed by the ADS server's events (connect, disconnect, push, ack, nack, ack_timeout), by each push of the app
-(duration, changed waypoints) and by each snapshot (objects by kind and validity).
+Fed by the ADS server's events (connect, disconnect, push, ack, nack, ack_timeout, refused), by each push of
+the app (duration, changed waypoints, pinned rejections), by each snapshot (objects by kind and validity) and by
+the sources (events).
 """
 
 from __future__ import annotations
@@ -33,6 +34,16 @@ class Metrics:
                                ["waypoint", "flavour"], registry=r)
         self.pushes = Counter("istiod_lite_xds_pushes_total", "xDS responses sent", ["type", "reason"], registry=r)
         self.resources_sent = Counter("istiod_lite_xds_resources_sent_total", "Resources sent", ["type"], registry=r)
+        self.bytes_sent = Counter("istiod_lite_xds_bytes_sent_total", "Bytes of xDS responses sent", ["type"],
+                                  registry=r)
+        self.refused = Counter("istiod_lite_xds_refused_streams_total",
+                               "ADS streams refused (client identity not entitled to the waypoint)", ["waypoint"],
+                               registry=r)
+        self.rejected = Gauge("istiod_lite_rejected_resources",
+                              "Resources pinned to their last good version after Envoy rejected them",
+                              ["waypoint", "type"], registry=r)
+        self.rejected_objects = Gauge("istiod_lite_rejected_objects",
+                                      "Input objects whose generated config Envoy rejects", ["kind"], registry=r)
         self.acks = Counter("istiod_lite_xds_acks_total", "ACKs received", ["type"], registry=r)
         self.nacks = Counter("istiod_lite_xds_nacks_total", "NACKs received", ["type", "waypoint"], registry=r)
         self.ack_timeouts = Counter("istiod_lite_xds_ack_timeouts_total", "Pushes whose ACK never came", ["type"],
@@ -88,6 +99,7 @@ class Metrics:
         elif name == "push":
             self.pushes.labels(t, self._push_reason.get(group, "request")).inc()
             self.resources_sent.labels(t).inc(data.get("resources", 0))
+            self.bytes_sent.labels(t).inc(data.get("bytes", 0))
         elif name == "ack":
             self.acks.labels(t).inc()
             changed = self._changed_at.get(group)
@@ -99,6 +111,18 @@ class Metrics:
             self.nacks.labels(t, group).inc()
         elif name == "ack_timeout":
             self.ack_timeouts.labels(t).inc()
+        elif name == "refused":
+            self.refused.labels(group).inc()
+
+    def pins_changed(self, pins: Iterable[Any]) -> None:
+        """The current pins (ops.nack.Pin): resources held at their last good version, objects blamed."""
+        self.rejected.clear()
+        self.rejected_objects.clear()
+        for (group, type_url), n in Tally((p.group, p.type_url) for p in pins).items():
+            self.rejected.labels(group, _short(type_url)).set(n)
+        blamed = {src for p in pins for src in p.sources}
+        for kind, n in Tally(src.split("/", 1)[0] for src in blamed).items():
+            self.rejected_objects.labels(kind).set(n)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

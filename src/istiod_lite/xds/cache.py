@@ -4,6 +4,13 @@
 and pre-builds the wire frames both ADS flavours need (SotW: repeated Any; Delta: repeated Resource), so
 that responses to any number of streams are byte concatenations of these frames. Unchanged resources keep
 their existing entry object (no re-serialization downstream).
+
+Serialize once per change: an entry remembers the message object it was built from. When `set_resources` is
+handed the very same object again (identity, as incremental translation does for resources a change did not
+touch), the entry is reused without serializing or hashing; when every entry of a type is reused that way the
+type's `TypeResources` (and its aggregate version) is reused too, so an unchanged push costs O(lookups).
+Contract: a message handed to the cache is never mutated afterwards (translation builds new messages).
+An equal but different object is serialized and hashed as before (the version still decides "changed").
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from google.protobuf.message import Message
 
@@ -33,20 +40,26 @@ class CacheEntry:
     sotw_frame: bytes  # DiscoveryResponse.resources (field 2) entry
     delta_frame: bytes  # DeltaDiscoveryResponse.resources (field 2) entry: Resource{name, version, resource}
     eds_name: str | None = None  # clusters: the ClusterLoadAssignment name their endpoints come from
+    # the message this entry was serialized from (identity fast path; not part of equality or repr)
+    message: Message | None = field(default=None, compare=False, repr=False)
 
 
 def make_entry(type_url: str, name: str, message: Message, previous: CacheEntry | None = None) -> CacheEntry:
-    """Serialize `message` once; reuse `previous` when the content (hence the version) is unchanged."""
+    """Serialize `message` once; reuse `previous` when the content (hence the version) is unchanged.
+
+    (`SnapshotCache.set_resources` skips this call entirely when `message is previous.message`.)"""
     value = message.SerializeToString(deterministic=True)
     version = content_hash(value)
     if previous is not None and previous.version == version and previous.name == name:
+        if previous.message is not message:  # remember the newest object, so the next push can skip
+            previous = replace(previous, message=message)
         return previous
     any_bytes = wire.ld(1, type_url.encode()) + wire.ld(2, value)
     resource = wire.ld_str(3, name) + wire.ld_str(1, version) + wire.ld(2, any_bytes)
     eds_name = None
     if type_url == CLUSTER:
         eds_name = message.eds_cluster_config.service_name or name  # type: ignore[attr-defined]
-    return CacheEntry(name, version, any_bytes, wire.ld(2, any_bytes), wire.ld(2, resource), eds_name)
+    return CacheEntry(name, version, any_bytes, wire.ld(2, any_bytes), wire.ld(2, resource), eds_name, message)
 
 
 class TypeResources(Mapping[str, CacheEntry]):
@@ -105,9 +118,19 @@ class SnapshotCache:
         for type_url, by_name in resources.items():
             previous = old.get(type_url, EMPTY)
             entries: dict[str, CacheEntry] = {}
+            identical = len(by_name) == len(previous)  # every entry the very same object as before?
             for name, message in by_name.items():
-                entries[name] = make_entry(type_url, name, message, previous.get(name))
+                before = previous.get(name)
+                if before is not None and before.message is message:
+                    entries[name] = before  # same object: same bytes, no serialization
+                    continue
+                entry = make_entry(type_url, name, message, before)
                 serialized += 1
+                identical = identical and entry is before
+                entries[name] = entry
+            if identical:
+                new[type_url] = previous  # nothing to sort or hash again
+                continue
             typed = TypeResources(entries)
             if typed.version == previous.version and len(typed) == len(previous):
                 typed = previous

@@ -5,6 +5,11 @@ Per stream, one loop pushes types in PUSH_ORDER (CDS, EDS, LDS, RDS, ...), with 
 response per type (newer state coalesces while waiting). Listeners and routes wait for the CDS/EDS ACK
 (make before break); cluster/endpoint removals wait until listeners and routes are settled (break after).
 A pending ACK older than `ack_timeout` is abandoned (logged, `ack_timeout` event) and newer state is sent.
+
+Security: `start(address, credentials)` serves TLS/mTLS (see xds/tls.py); with an `authorize` callback,
+a stream whose peer identity is not entitled to the requested group is refused with PERMISSION_DENIED.
+Observers: `on_event(name, data)` for connect/disconnect/push (resources, bytes)/ack (upserts)/nack/
+ack_timeout/refused, `on_nack(NackInfo)` to attribute a rejection.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
@@ -106,12 +111,15 @@ class AdsServer:
         on_event: Callable[[str, dict], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_concurrent_pushes: int = 64,
+        authorize: Callable[[Mapping[str, Sequence[bytes]], str], str | None] | None = None,
     ):
+        """`authorize(auth_context, group)` returns None to allow a stream, or the reason to refuse it."""
         self.cache = cache
         self.group_for_node = group_for_node
         self.ack_timeout = ack_timeout
         self.on_nack = on_nack
         self.on_event = on_event
+        self.authorize = authorize
         self.clock = clock
         self.resources_sent = 0
         self.responses_sent = 0
@@ -123,7 +131,8 @@ class AdsServer:
         self._push_slots = asyncio.Semaphore(max_concurrent_pushes)
 
     # ---- lifecycle ----
-    async def start(self, address: str = "127.0.0.1:0") -> int:
+    async def start(self, address: str = "127.0.0.1:0", credentials: grpc.ServerCredentials | None = None) -> int:
+        """Listen on `address` (plaintext, or TLS with `credentials`); returns the bound port."""
         server = grpc.aio.server(
             options=[
                 ("grpc.max_send_message_length", 256 * 1024 * 1024),
@@ -143,7 +152,10 @@ class AdsServer:
             ),
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
         await server.start()
         self._server = server
         return port
@@ -188,10 +200,13 @@ class AdsServer:
         return out
 
     def _event(self, name: str, stream: _Stream, **data) -> None:
+        self._notify_event(name, {"node_id": stream.node_id, "group": stream.group,
+                                  "flavour": stream.proto.FLAVOUR, **data})
+
+    def _notify_event(self, name: str, data: dict) -> None:
         if self.on_event is not None:
             try:
-                self.on_event(name, {"node_id": stream.node_id, "group": stream.group,
-                                     "flavour": stream.proto.FLAVOUR, **data})
+                self.on_event(name, data)
             except Exception:  # an observer must not break the stream
                 log.exception("on_event callback failed")
 
@@ -215,6 +230,18 @@ class AdsServer:
                 "of a known waypoint",
             )
             return
+        if self.authorize is not None:
+            try:
+                refusal = self.authorize(context.auth_context(), group)
+            except Exception as exc:  # a broken policy refuses rather than leaks config
+                log.exception("authorize callback failed")
+                refusal = f"identity check failed: {exc}"
+            if refusal is not None:
+                log.warning("ADS %s stream refused: node %s group %s: %s", proto.FLAVOUR, node.id, group, refusal)
+                self._notify_event("refused", {"node_id": node.id, "group": group, "flavour": proto.FLAVOUR,
+                                               "reason": refusal})
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+                return
         stream = _Stream(next(self._ids), node.id, group, proto, self.clock())
         self._streams[stream.id] = stream
         self._event("connect", stream)
@@ -262,7 +289,7 @@ class AdsServer:
         if result.kind == "ack":
             done = ts.ack()
             self._event("ack", stream, type_url=type_url, nonce=done.nonce, version=done.version,
-                        latency=self.clock() - done.sent_at)
+                        latency=self.clock() - done.sent_at, upserts=dict(done.upserts), removed=done.removed)
         elif result.kind == "nack":
             done = ts.nack(result.error)
             self.nacks += 1
@@ -270,7 +297,8 @@ class AdsServer:
                             result.error, tuple(sorted(done.upserts)) + done.removed, dict(done.upserts))
             log.warning("NACK %s from %s (group %s) nonce %s: %s", short, stream.node_id, stream.group,
                         done.nonce, result.error)
-            self._event("nack", stream, type_url=type_url, nonce=done.nonce, error_detail=result.error)
+            self._event("nack", stream, type_url=type_url, nonce=done.nonce, error_detail=result.error,
+                        resource_names=info.resource_names)
             if self.on_nack is not None:
                 try:
                     self.on_nack(info)
@@ -313,6 +341,7 @@ class AdsServer:
                 self._settled(stream, t, resources) for t in _BREAK_AFTER
             )
             nonce = f"{stream.id}-{next(stream.nonces)}"
+            before = dict(ts.known)
             built = stream.proto.build(ts, resources.get(type_url, EMPTY), allow_removals, nonce, now)
             if built is None:
                 continue
@@ -320,10 +349,13 @@ class AdsServer:
             if type_url == CLUSTER and stream.proto is delta and ts.pending is not None:
                 delta.resend_endpoints(stream.types.get(ENDPOINT), resources.get(CLUSTER, EMPTY),
                                        ts.pending.replaced)
+            elif type_url == CLUSTER and ts.pending is not None:
+                _resend_endpoints_sotw(stream.types.get(ENDPOINT), resources.get(CLUSTER, EMPTY), before,
+                                       ts.pending.upserts)
             out.append(body)
             self.resources_sent += count
             self.responses_sent += 1
-            self._event("push", stream, type_url=type_url, nonce=nonce, resources=count)
+            self._event("push", stream, type_url=type_url, nonce=nonce, resources=count, bytes=len(body))
         return out
 
     def _next_deadline(self, stream: _Stream) -> float | None:
@@ -331,3 +363,15 @@ class AdsServer:
         if not sent:
             return None
         return max(0.0, min(sent) + self.ack_timeout - self.clock())
+
+
+def _resend_endpoints_sotw(eds: TypeState | None, clusters, before: dict[str, str], sent: dict[str, str]) -> None:
+    """SotW: an updated EDS cluster re-warms and waits for its ClusterLoadAssignment, but Envoy re-requests
+    the same names (no visible change), so the server answers EDS again after such a CDS response."""
+    if eds is None or not eds.requested:
+        return
+    for name, version in sent.items():
+        entry = clusters.get(name)
+        if name in before and before[name] != version and entry is not None and entry.eds_name in eds.names:
+            eds.must_respond = True
+            return
