@@ -4,6 +4,7 @@ files (and Envoy is in sync with it and routes by it), and istiod-lite's memory 
 
 from __future__ import annotations
 
+import json
 import time
 
 from google.protobuf import json_format
@@ -19,7 +20,9 @@ from testsupport.stack import Factories, Traffic, all_in_sync, metric, start_sta
 
 EDITS = 500
 SECONDS = 5.0
-CONFIG_TYPES = (types.CLUSTER, types.ENDPOINT, types.LISTENER, types.ROUTE)
+# the edited objects are VirtualServices: they shape routes (and which clusters exist). Listeners are left out
+# of the comparison: their addresses depend on serve flags the offline translation does not know.
+CONFIG_TYPES = (types.CLUSTER, types.ENDPOINT, types.ROUTE)
 
 
 def rss_kib(pid: int) -> int:
@@ -71,7 +74,12 @@ def test_500_edits_in_5_seconds(tmp_path):
                 dump = istiod.config_dump("default/waypoint")
                 return {k: dump.get(k) for k in expected} == expected
 
-            wait_until(served_is_final, 20, message=stack.diagnostics)
+            def mismatch() -> str:
+                dump = istiod.config_dump("default/waypoint")
+                return "\n".join(f"{k}: served {json.dumps(dump.get(k))[:1500]}\n   expected {json.dumps(expected[k])[:1500]}"
+                                 for k in expected if dump.get(k) != expected[k])
+
+            wait_until(served_is_final, 20, message=mismatch)
             wait_until(lambda: all_in_sync(istiod), 20, message=stack.diagnostics)
             assert served_by_counts(stack.listener_port, 10) == {"reviews-v2": 10}
             routes = stack.envoy.route_configs()

@@ -21,6 +21,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--kubeconfig", help="watch this cluster (kubeconfig file) instead of a directory")
     s.add_argument("--in-cluster", action="store_true", help="watch the cluster istiod-lite runs in")
     s.add_argument("--waypoint-image", default="envoyproxy/envoy:v1.40.0", help="Envoy image of waypoint Deployments")
+    s.add_argument("--gateway-classes", default="istio-waypoint,istiod-lite-waypoint",
+                   help="comma-separated GatewayClasses whose waypoints istiod-lite deploys and reports status on: "
+                        "istio-waypoint (Istio's class; only when no istiod runs) and/or istiod-lite-waypoint "
+                        "(ours; use only this one beside an Istio ambient mesh)")
     s.add_argument("--waypoint-xds-address", default="istiod-lite.istio-system.svc:15010",
                    help="HOST:PORT waypoint Envoys dial for xDS")
     s.add_argument("--xds-address", default="127.0.0.1:15010")
@@ -96,6 +100,7 @@ def _serve(args: argparse.Namespace) -> int:
                         pod_name=os.environ.get("POD_NAME", ""),
                         pod_namespace=os.environ.get("POD_NAMESPACE", "istio-system"),
                         waypoint_image=args.waypoint_image, waypoint_xds_address=args.waypoint_xds_address,
+                        gateway_classes=_gateway_classes(args.gateway_classes),
                         **_identity_settings(args))
 
     tls = None
@@ -126,6 +131,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     asyncio.run(run())
     return 0
+
+
+def _gateway_classes(text: str) -> tuple[str, ...]:
+    from istiod_lite.ops.waypoint_objects import parse_classes
+
+    classes, problem = parse_classes(text)
+    if problem:
+        raise SystemExit(f"istiod-lite serve: --gateway-classes: {problem}")
+    return classes
 
 
 def _identity_settings(args: argparse.Namespace) -> dict:

@@ -45,8 +45,10 @@ _REGEXES = {
 def semantic(kind: str, spec: dict[str, Any], key: ConfigKey) -> list[Issue]:
     issues: list[Issue] = []
     for pattern in _DURATIONS.get(kind, ()):
+        # DestinationRule durations become Envoy fields that must be > 0 (connect_timeout, outlier interval...)
+        check = _positive_duration if kind == "DestinationRule" else _duration
         for path, value in _select(spec, pattern.split("."), "spec"):
-            issues.extend(_check(key, path, value, _duration))
+            issues.extend(_check(key, path, value, check))
     for pattern in _REGEXES.get(kind, ()):
         for path, value in _select(spec, pattern.split("."), "spec"):
             if value == "*" and any(f in path for f in (".headers[", ".withoutHeaders[", ".queryParams[")):
@@ -74,6 +76,13 @@ def _duration(value: Any) -> str | None:
     if seconds < 0.001 and seconds != 0:
         return f"duration {value!r} must be at least 1ms"
     return None
+
+
+def _positive_duration(value: Any) -> str | None:
+    msg = _duration(value)
+    if msg is None and parse_duration(value) == 0:
+        return f"duration {value!r} must be at least 1ms"
+    return msg
 
 
 def _regex(value: Any) -> str | None:

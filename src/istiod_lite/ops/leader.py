@@ -169,24 +169,36 @@ def _reason(exc: BaseException) -> str:
 
 
 class LeaderDuties:
-    """What only the leader does, after each push: write object status and server-side-apply the waypoint
-    objects (and, once per term, the istio-waypoint GatewayClass). `submit()` never blocks the push loop:
-    the latest (snapshot, issues) wins and is handled by `run()`'s worker when this replica leads."""
+    """What only the leader does, after each push: server-side-apply the managed GatewayClasses and the objects
+    of their waypoint Gateways, and write object status. `submit()` never blocks the push loop: the latest
+    (snapshot, issues) wins and is handled by `run()`'s worker when this replica leads.
 
-    def __init__(self, elector: LeaderElector, api_client: Any, waypoint_options: Any = None) -> None:
+    `readiness_source` (an informer of the waypoint Deployments, anything with `run(sink)`) feeds `readiness`
+    (ops.waypoint_readiness); a change in a waypoint's ready replicas re-runs the duties, so its Gateway becomes
+    Programmed with an address as soon as a waypoint pod is ready. `classes`: the GatewayClasses managed."""
+
+    def __init__(self, elector: LeaderElector, api_client: Any, waypoint_options: Any = None, *,
+                 classes: tuple[str, ...] | None = None, readiness_source: Any = None) -> None:
         from istiod_lite.ops.status_writer import StatusWriter
-        from istiod_lite.ops.waypoint_objects import WaypointApplier, WaypointOptions
+        from istiod_lite.ops.waypoint_objects import DEFAULT_CLASSES, WaypointApplier, WaypointOptions
+        from istiod_lite.ops.waypoint_readiness import DeploymentReadiness
 
         self.elector = elector
         self.writer = StatusWriter(api_client)
         self.applier = WaypointApplier(api_client)
         self.waypoint_options = waypoint_options or WaypointOptions()
+        self.classes = tuple(classes or DEFAULT_CLASSES)
+        self.readiness = DeploymentReadiness(on_change=self._readiness_changed)
+        self.readiness_source = readiness_source
         self._latest: tuple[Any, list[Any]] | None = None
         self._wake = asyncio.Event()
         self.rounds = 0
 
     def submit(self, snapshot: Any, issues: list[Any]) -> None:
         self._latest = (snapshot, list(issues))
+        self._wake.set()
+
+    def _readiness_changed(self) -> None:
         self._wake.set()
 
     def _on_change(self, leading: bool) -> None:
@@ -197,24 +209,34 @@ class LeaderDuties:
 
     async def run(self) -> None:
         election = asyncio.create_task(self.elector.run(self._on_change), name="leader-election")
+        tasks = [election]
+        if self.readiness_source is not None:
+            tasks.append(asyncio.create_task(self.readiness_source.run(self.readiness), name="waypoint-readiness"))
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                if election.done():
-                    election.result()
+                for t in tasks:
+                    if t.done():
+                        t.result()
                 if not self.elector.is_leader or self._latest is None:
                     continue
+                if self.readiness_source is not None and not self.readiness.synced:
+                    continue  # never judge a waypoint unready (and withdraw its address) before we have looked
                 snapshot, issues = self._latest
-                await asyncio.to_thread(self._duties, snapshot, issues)
+                # the readiness as of now, taken on the event loop (the round runs in a thread)
+                ready = self.readiness.frozen() if self.readiness_source is not None else None
+                await asyncio.to_thread(self._duties, snapshot, issues, ready)
                 self.rounds += 1
         finally:
-            election.cancel()
-            await asyncio.gather(election, return_exceptions=True)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _duties(self, snapshot: Any, issues: list[Any]) -> None:
+    def _duties(self, snapshot: Any, issues: list[Any], ready: Any) -> None:
         from istiod_lite.ops.status_writer import compute_statuses
-        from istiod_lite.ops.waypoint_objects import desired_objects, gateway_class
+        from istiod_lite.ops.waypoint_objects import desired_objects
 
-        self.applier.apply([gateway_class(), *desired_objects(snapshot.waypoints(), self.waypoint_options)])
-        self.writer.write(compute_statuses(snapshot, issues))
+        self.applier.apply(desired_objects(snapshot.waypoints(), self.waypoint_options, self.classes))
+        self.writer.write(compute_statuses(snapshot, issues, classes=self.classes, readiness=ready))
+

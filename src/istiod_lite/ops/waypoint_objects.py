@@ -5,7 +5,15 @@
 running the upstream Envoy image; `--service-node ns/name~$(POD_NAME)` gives every replica its own node id),
 and Service (one port per listener), all labelled like Istio's (ISTIO-REFERENCE §1.1) and owned by the Gateway
 (ownerReferences: the garbage collector removes them with it). Routing changes never touch these objects:
-everything else reaches Envoy over xDS. `gateway_class()` is the GatewayClass istiod-lite adopts at start-up.
+everything else reaches Envoy over xDS. Every object carries `app.kubernetes.io/managed-by: istiod-lite` (the
+Deployment informer of ops.waypoint_readiness selects on it); Istio's `gateway.istio.io/managed` label only on
+waypoints of Istio's own class `istio-waypoint`. The waypoint's SPIFFE certificate arrives over SDS from
+istiod-lite (mesh_identity), so nothing is mounted but the bootstrap.
+
+`gateway_class(name)` is a GatewayClass istiod-lite creates or adopts at start-up: `istio-waypoint` (Istio's
+class and controller name, for a cluster where istiod-lite is the only mesh control plane) and
+`istiod-lite-waypoint` (controller `istiod-lite.io/waypoint-controller`: a third-party waypoint class istiod never
+provisions, for running beside Istio's ambient mesh). `serve --gateway-classes` picks which ones are managed.
 
 `WaypointApplier.apply(objects)` server-side-applies (field manager `istiod-lite`, force) each object whose
 desired state changed since it last applied it. Only the leader calls it. Blocking: call it in a thread.
@@ -23,20 +31,31 @@ from typing import Any, Iterable
 from istiod_lite.bootstrap import render_bootstrap
 from istiod_lite.model.gateway import WAYPOINT_CLASS, Gateway
 
+OWN_CLASS = "istiod-lite-waypoint"
+# GatewayClass -> controllerName istiod-lite uses for it
+CLASS_CONTROLLERS: dict[str, str] = {
+    WAYPOINT_CLASS: "istio.io/mesh-controller",
+    OWN_CLASS: "istiod-lite.io/waypoint-controller",
+}
+DEFAULT_CLASSES: tuple[str, ...] = (WAYPOINT_CLASS, OWN_CLASS)
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "istiod-lite"
+
 log = logging.getLogger(__name__)
 
-CONTROLLER_NAME = "istio.io/mesh-controller"
+CONTROLLER_NAME = CLASS_CONTROLLERS[WAYPOINT_CLASS]
 FIELD_MANAGER = "istiod-lite"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 BOOTSTRAP_DIR = "/etc/istiod-lite"
 BOOTSTRAP_FILE = "bootstrap.json"  # JSON: no YAML aliases, Envoy picks the parser by extension
-# (apiGroup, resource, verbs) used by WaypointApplier (server-side apply = PATCH)
+# (apiGroup, resource, verbs) used by WaypointApplier: server-side apply is a PATCH, and the API server also
+# checks `create` when the applied object does not exist yet.
 RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("", "serviceaccounts", ("patch",)),
-    ("", "configmaps", ("patch",)),
-    ("", "services", ("patch",)),
-    ("apps", "deployments", ("patch",)),
-    (GATEWAY_GROUP, "gatewayclasses", ("patch",)),
+    ("", "serviceaccounts", ("create", "patch")),
+    ("", "configmaps", ("create", "patch")),
+    ("", "services", ("create", "patch")),
+    ("apps", "deployments", ("create", "patch")),
+    (GATEWAY_GROUP, "gatewayclasses", ("create", "patch")),
 )
 
 
@@ -51,11 +70,12 @@ class WaypointOptions:
 
 
 def _labels(gw: Gateway) -> dict[str, str]:
-    return {
-        "gateway.istio.io/managed": "istio.io-mesh-controller",
-        "gateway.networking.k8s.io/gateway-name": gw.key.name,
-        "gateway.networking.k8s.io/gateway-class-name": gw.class_name,
-    }
+    out = {MANAGED_BY_LABEL: MANAGED_BY}
+    if gw.class_name == WAYPOINT_CLASS:  # Istio's own label, only on Istio's own class
+        out["gateway.istio.io/managed"] = "istio.io-mesh-controller"
+    out["gateway.networking.k8s.io/gateway-name"] = gw.key.name
+    out["gateway.networking.k8s.io/gateway-class-name"] = gw.class_name
+    return out
 
 
 def _meta(gw: Gateway, name: str) -> dict[str, Any]:
@@ -156,16 +176,31 @@ def _service_port(port: int, name: str, protocol: str) -> dict[str, Any]:
     return out
 
 
-def gateway_class() -> dict[str, Any]:
+def gateway_class(name: str = WAYPOINT_CLASS) -> dict[str, Any]:
     return {"apiVersion": f"{GATEWAY_GROUP}/v1", "kind": "GatewayClass",
-            "metadata": {"name": WAYPOINT_CLASS, "labels": {"istio.io/waypoint-for": "service"}},
-            "spec": {"controllerName": CONTROLLER_NAME}}
+            "metadata": {"name": name, "labels": {"istio.io/waypoint-for": "service", MANAGED_BY_LABEL: MANAGED_BY}},
+            "spec": {"controllerName": CLASS_CONTROLLERS[name],
+                     "description": "Ambient waypoints programmed by istiod-lite"}}
 
 
-def desired_objects(waypoints: Iterable[Gateway], options: WaypointOptions = WaypointOptions()) -> list[dict]:
-    out: list[dict[str, Any]] = []
+def parse_classes(text: str) -> tuple[tuple[str, ...], str | None]:
+    """`--gateway-classes` ("a,b") -> (classes, error message or None)."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in CLASS_CONTROLLERS]
+    if not names:
+        return (), "give at least one GatewayClass"
+    if unknown:
+        return (), f"unknown GatewayClass {', '.join(unknown)} (known: {', '.join(sorted(CLASS_CONTROLLERS))})"
+    return names, None
+
+
+def desired_objects(waypoints: Iterable[Gateway], options: WaypointOptions = WaypointOptions(),
+                    classes: Iterable[str] = DEFAULT_CLASSES) -> list[dict]:
+    """The GatewayClasses of `classes`, then the objects of every waypoint Gateway of those classes."""
+    managed = tuple(classes)
+    out: list[dict[str, Any]] = [gateway_class(c) for c in managed]
     for gw in sorted(waypoints, key=lambda g: g.key):
-        if gw.meta.uid:  # objects from files have no uid and are never deployed
+        if gw.meta.uid and gw.class_name in managed:  # objects from files have no uid and are never deployed
             out.extend(waypoint_objects(gw, options))
     return out
 
