@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 DEMO_ONCE ?=
 DEMO_ARGS ?=
 
-.PHONY: install test lint golden demo bench clean e2e-kind
+.PHONY: install test lint golden demo bench clean e2e-kind e2e-ambient
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ bench: install
 # Kubernetes end-to-end suite in a kind cluster: needs docker, kind, kubectl and internet (not part of `make test`).
 e2e-kind:
 	e2e/run.sh
+
+# Optional: istiod-lite as a third-party waypoint inside a real Istio ambient mesh (also needs istioctl).
+e2e-ambient: install
+	e2e/ambient.sh
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

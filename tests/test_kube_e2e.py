@@ -97,5 +97,20 @@ def test_cluster_config_routes_through_envoy(fake, tmp_path, procs, envoy_factor
 
     cond = wait_until(vs_condition, 30, message=lambda: proc.log_tail())
     assert (cond["type"], cond["status"]) == ("WaypointAccepted", "True")
-    gw = wait_until(lambda: (fake.get("Gateway", "default", "waypoint").get("status") or {}).get("conditions"), 30)
-    assert {c["type"]: c["status"] for c in gw}["Accepted"] == "True"
+    def gateway_conditions():
+        status = fake.get("Gateway", "default", "waypoint").get("status") or {}
+        return {c["type"]: c for c in status.get("conditions") or []}, status.get("addresses")
+
+    # the waypoint Service exists (applied by the leader) but no waypoint pod is ready: not Programmed, no address
+    conds, addresses = wait_until(
+        lambda: (gateway_conditions()[0].get("Programmed") or {}).get("reason") == "NoResources" and
+        gateway_conditions(), 30, message=lambda: proc.log_tail())
+    assert conds["Accepted"]["status"] == "True" and conds["Programmed"]["status"] == "False"
+    assert not addresses
+    # the waypoint pod becomes ready (what the kubelet and the Deployment controller would report)
+    dep = fake.get("Deployment", "default", "waypoint")
+    dep["status"] = {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}
+    fake.upsert(dep)
+    wait_until(lambda: gateway_conditions()[0]["Programmed"]["status"] == "True", 30,
+               message=lambda: proc.log_tail())
+    assert gateway_conditions()[1] == [{"type": "Hostname", "value": "waypoint.default.svc.cluster.local"}]

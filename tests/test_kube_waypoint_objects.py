@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from istiod_lite.model.store import snapshot_from_text
-from istiod_lite.ops.waypoint_objects import (WaypointApplier, WaypointOptions, desired_objects, gateway_class,
-                                              waypoint_objects)
+from istiod_lite.ops.waypoint_objects import (RBAC_RULES, WaypointApplier, WaypointOptions, desired_objects,
+                                              gateway_class, parse_classes, waypoint_objects)
 from testsupport.fake_apiserver import FakeApiServer
 
 GOLDEN = Path(__file__).resolve().parent / "golden_waypoint_objects"
@@ -91,7 +91,58 @@ spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}
 
 def test_gateways_without_uid_are_not_deployed():
     text = (GOLDEN / "istioctl-waypoint" / "input.yaml").read_text().replace("  uid: ", "  x-uid: ")
-    assert desired_objects(snapshot_from_text(text).waypoints()) == []
+    assert [o["kind"] for o in desired_objects(snapshot_from_text(text).waypoints())] == ["GatewayClass"] * 2
+
+
+def test_managed_classes_decide_what_is_deployed():
+    """Beside Istio (`--gateway-classes istiod-lite-waypoint`) only our class and its waypoints are touched:
+    Istio's istio-waypoint GatewayClass and Gateways are left to istiod."""
+    both = (GOLDEN / "istioctl-waypoint" / "input.yaml").read_text() + "\n---\n" + \
+        (GOLDEN / "third-party-waypoint" / "input.yaml").read_text()
+    waypoints = snapshot_from_text(both).waypoints()
+    assert len(waypoints) == 2
+    lite_only = desired_objects(waypoints, classes=("istiod-lite-waypoint",))
+    assert [(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in lite_only] == [
+        ("GatewayClass", "", "istiod-lite-waypoint"),
+        ("ServiceAccount", "shop", "lite-waypoint"), ("ConfigMap", "shop", "lite-waypoint-envoy-bootstrap"),
+        ("Deployment", "shop", "lite-waypoint"), ("Service", "shop", "lite-waypoint")]
+    assert lite_only[0]["spec"]["controllerName"] == "istiod-lite.io/waypoint-controller"
+    assert gateway_class()["spec"]["controllerName"] == "istio.io/mesh-controller"
+    standalone = desired_objects(waypoints)
+    assert {o["metadata"]["name"] for o in standalone if o["kind"] == "GatewayClass"} == \
+        {"istio-waypoint", "istiod-lite-waypoint"}
+    assert {o["metadata"]["namespace"] for o in standalone if o["kind"] == "Deployment"} == {"default", "shop"}
+    assert parse_classes(" istiod-lite-waypoint ,istiod-lite-waypoint") == (("istiod-lite-waypoint",), None)
+    assert "unknown GatewayClass istio" in (parse_classes("istio,istio-waypoint")[1] or "")
+    assert parse_classes(",")[1]
+
+
+def test_third_party_waypoint_objects():
+    """What an Istio ambient mesh needs from a third-party waypoint: pods labelled with the Gateway name (how
+    istiod recognises waypoint workloads), out of the mesh's own capture, the HBONE port 15008 exposed as
+    `mesh` with appProtocol `all`; Istio's managed label is not claimed; no certificate is mounted (the
+    waypoint's SPIFFE certificate comes over SDS from istiod-lite)."""
+    gw, options = load("third-party-waypoint")
+    sa, cm, dep, svc = waypoint_objects(gw, options)
+    pod = dep["spec"]["template"]
+    assert pod["metadata"]["labels"]["gateway.networking.k8s.io/gateway-name"] == "lite-waypoint"
+    assert pod["metadata"]["labels"]["istio.io/dataplane-mode"] == "none"
+    for o in (sa, cm, dep, svc, pod):
+        assert "gateway.istio.io/managed" not in o["metadata"]["labels"]
+    assert all(o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "istiod-lite" for o in (sa, cm, dep, svc))
+    assert svc["spec"]["ports"] == [{"name": "mesh", "port": 15008, "targetPort": 15008, "protocol": "TCP",
+                                     "appProtocol": "all"}]
+    assert pod["spec"]["serviceAccountName"] == "lite-waypoint"  # the identity spiffe://TD/ns/shop/sa/lite-waypoint
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["bootstrap"]
+    [c] = pod["spec"]["containers"]
+    assert c["readinessProbe"]["tcpSocket"]["port"] == 15008  # ready once the HBONE listener is pushed
+    sds = json.loads(cm["data"]["bootstrap.json"])["dynamic_resources"]["ads_config"]
+    assert sds["transport_api_version"] == "V3"
+
+
+def test_apply_needs_create_and_patch():
+    """Server-side apply of an object that does not exist yet is a create on a real API server."""
+    assert all(set(verbs) == {"create", "patch"} for _, _, verbs in RBAC_RULES)
 
 
 @pytest.fixture

@@ -25,6 +25,9 @@ class Settings:
     pod_namespace: str = "istio-system"  # where the leader-election Lease lives (POD_NAMESPACE)
     waypoint_image: str = "envoyproxy/envoy:v1.40.0"
     waypoint_xds_address: str = "istiod-lite.istio-system.svc:15010"  # what waypoint Envoys dial
+    # GatewayClasses whose waypoints istiod-lite deploys and reports on (ops.waypoint_objects.CLASS_CONTROLLERS);
+    # beside Istio's ambient mesh: only ("istiod-lite-waypoint",)
+    gateway_classes: tuple[str, ...] = ("istio-waypoint", "istiod-lite-waypoint")
     xds_address: str = "127.0.0.1:15010"
     http_address: str = "127.0.0.1:15014"
     debounce: float = 0.1

@@ -3,8 +3,9 @@ status writer, leader election and waypoint applier with the real `kubernetes` c
 
 It serves (HTTP/1.1 on 127.0.0.1:0): list with `resourceVersion` (and `limit`/`continue` paging); watch as
 chunked JSON lines (ADDED / MODIFIED / DELETED / BOOKMARK, and `ERROR` with a 410 Status once events are
-compacted away); GET/POST/PUT/DELETE on objects (409 on conflicts); PATCH (merge patch, server-side apply)
-on objects and `/status`. Faults: `fail(...)` (any status, e.g. 500 or 410, for N matching requests),
+compacted away); GET/POST/PUT/DELETE on objects (409 on conflicts); PATCH (merge patch, with a
+`metadata.resourceVersion` precondition answering 409 when stale; server-side apply) on objects and `/status`;
+`labelSelector` (equality, existence, `!key`, `!=`) on list and watch. Faults: `fail(...)` (any status, e.g. 500 or 410, for N matching requests),
 `drop_watches()` (abort open watch connections mid-stream), `uninstall(kind)` (404 like a missing CRD),
 `compact()` (older resourceVersions answer 410). Every request is recorded in `requests`.
 """
@@ -92,6 +93,28 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             out[k] = merge_patch(out.get(k), v)
     return out
+
+
+def selector_matches(obj: dict, selector: str | None) -> bool:
+    """Kubernetes equality-based label selector: `a=b,c!=d,e,!f`."""
+    if not selector:
+        return True
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    for term in (t.strip() for t in selector.split(",") if t.strip()):
+        if "!=" in term:
+            k, v = term.split("!=", 1)
+            if labels.get(k.strip()) == v.strip():
+                return False
+        elif "=" in term:
+            k, v = term.replace("==", "=").split("=", 1)
+            if labels.get(k.strip()) != v.strip():
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
 
 
 class FakeApiServer:
@@ -390,7 +413,7 @@ class _Handler(BaseHTTPRequestHandler):
         with srv._cond:
             srv.list_count[res.kind] = srv.list_count.get(res.kind, 0) + 1
             items = [copy.deepcopy(o) for (ons, _), o in sorted(srv._state.objects.get(res.kind, {}).items())
-                     if not ns or ons == ns]
+                     if (not ns or ons == ns) and selector_matches(o, query.get("labelSelector"))]
             rv = str(srv._state.rv)
         start = int(query.get("continue") or 0)
         limit = int(query.get("limit") or 0)
@@ -432,7 +455,8 @@ class _Handler(BaseHTTPRequestHandler):
                 with srv._cond:
                     while True:
                         pending = [e for e in srv._state.events.get(res.kind, []) if e[0] > sent and
-                                   (not ns or e[2]["metadata"].get("namespace") == ns)]
+                                   (not ns or e[2]["metadata"].get("namespace") == ns) and
+                                   selector_matches(e[2], query.get("labelSelector"))]
                         if pending or srv._stopping or srv._drop_generation != drop_gen or \
                                 srv._bookmark_generation != book_gen or time.monotonic() >= deadline:
                             break
@@ -524,6 +548,11 @@ class _Handler(BaseHTTPRequestHandler):
             elif ctype == "application/merge-patch+json":
                 if old is None:
                     self._error(404, f"{res.plural} {name!r} not found")
+                    return
+                want = ((body or {}).get("metadata") or {}).get("resourceVersion")
+                if want and want != old["metadata"]["resourceVersion"]:
+                    self._error(409, "Operation cannot be fulfilled: the object has been modified; please apply "
+                                     "your changes to the latest version and try again")
                     return
                 new = merge_patch(copy.deepcopy(old), body)
             else:

@@ -173,10 +173,15 @@ def _gateway_status(snapshot: ConfigSnapshot, gw: Any, problems: list[Issue],
             ],
         })
     # The address is what makes istiod send bound traffic to the waypoint: published once it has a ready pod,
-    # and kept if the pods go away later (withdrawing it would let ztunnel bypass the waypoint's policies).
-    addressed = svc is not None and not gw_errors and ever_ready
-    return {"addresses": [{"type": "Hostname", "value": hostname}] if addressed else [],
-            "conditions": conditions, "listeners": listeners}
+    # and kept if the pods go away later (withdrawing it would let ztunnel bypass the waypoint's policies). When
+    # only readiness is missing, `addresses` is left out of the body: the writer keeps what the server has
+    # (nothing on a new waypoint; the address published before a restart of istiod-lite).
+    body: dict[str, Any] = {"conditions": conditions, "listeners": listeners}
+    if svc is None or gw_errors:
+        body["addresses"] = []
+    elif ever_ready:
+        body["addresses"] = [{"type": "Hostname", "value": hostname}]
+    return body
 
 
 def _config_status(cfg: IstioConfig, problems: list[Issue],

@@ -32,7 +32,7 @@ from istiod_lite.sources.kube_kinds import KINDS, KindSpec, normalize, resource_
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
-POOL_SIZE = 2 * len(KINDS) + 8
+POOL_SIZE = 2 * (len(KINDS) + 1) + 8  # +1: the waypoint Deployment informer
 
 
 class Gone(Exception):

@@ -1,6 +1,11 @@
 """The kinds the Kubernetes source watches: API group/version/plural, how to list/watch them with the
 official client, how their objects are trimmed before they reach the store, and the RBAC they need.
 
+`WAYPOINT_DEPLOYMENTS` is not a config kind: the waypoint Deployments istiod-lite owns (label selector
+`app.kubernetes.io/managed-by=istiod-lite`), trimmed to metadata and replica counts, watched with the same
+informer machinery but fed to ops.waypoint_readiness (their ready replicas gate a waypoint's Programmed status
+and `status.addresses`), never to the config store.
+
 `RBAC_RULES` is the one table of API permissions this source uses; tests compare it (together with the
 tables of ops.status_writer, ops.leader and ops.waypoint_objects) with deploy/base's ClusterRole.
 """
@@ -22,6 +27,7 @@ class KindSpec:
     plural: str
     namespaced: bool
     crd: bool  # may be missing from a cluster (404 on list): reported, then retried
+    label_selector: str | None = None  # watch only the objects with these labels
 
     @property
     def api_version(self) -> str:
@@ -33,8 +39,21 @@ class KindSpec:
 
     def list_function(self, api_client: Any) -> Callable[..., Any]:
         """The client function that lists (and, with watch=True, watches) this kind in all namespaces."""
+        fn = self._unfiltered_list_function(api_client)
+        selector = self.label_selector
+        if not selector:
+            return fn
+
+        def list_selected(**kwargs: Any) -> Any:
+            return fn(label_selector=selector, **kwargs)
+
+        return list_selected
+
+    def _unfiltered_list_function(self, api_client: Any) -> Callable[..., Any]:
         from kubernetes import client
 
+        if self.kind == "Deployment":
+            return client.AppsV1Api(api_client).list_deployment_for_all_namespaces
         if self.kind == "Namespace":
             return client.CoreV1Api(api_client).list_namespace
         if self.kind == "Service":
@@ -64,9 +83,14 @@ KINDS: tuple[KindSpec, ...] = (
     KindSpec("AuthorizationPolicy", "security.istio.io", "v1", "authorizationpolicies", True, True),
 )
 
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "istiod-lite"
+WAYPOINT_DEPLOYMENTS = KindSpec("Deployment", "apps", "v1", "deployments", True, False,
+                                label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}")
+
 # (apiGroup, resource, verbs): what the informers call.
 RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = tuple(
-    (k.group, k.plural, ("list", "watch")) for k in KINDS
+    (k.group, k.plural, ("list", "watch")) for k in (*KINDS, WAYPOINT_DEPLOYMENTS)
 )
 
 _POD_METADATA = ("name", "namespace", "uid", "labels", "creationTimestamp", "generation")
@@ -93,6 +117,15 @@ def normalize(spec: KindSpec, raw: dict[str, Any]) -> dict[str, Any]:
             md.pop("annotations")
     if spec.crd:
         obj.pop("status", None)  # written by us (ops.status_writer); never an input
+    if spec.kind == "Deployment":  # which waypoint, and how many replicas are ready
+        status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {k: md[k] for k in ("name", "namespace", "uid", "labels", "generation") if k in md},
+            "status": {k: status[k] for k in ("readyReplicas", "availableReplicas", "replicas",
+                                              "observedGeneration") if k in status},
+        }
     if spec.kind == "Pod":  # labels and IPs only
         status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
         return {
