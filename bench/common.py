@@ -153,10 +153,18 @@ def edit_service(config_dir: Path, ns: str, ports: tuple[int, int], step: int, a
 
 
 # ---- processes -------------------------------------------------------------------------------------
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never the same one twice in this process (two quick binds can return the same)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.005,
@@ -220,16 +228,22 @@ class Proc:
             self._fh.close()
 
 
+_COUNTER = [0]  # file names stay unique across Procs sharing a work dir (no stale ready/admin files)
+
+
 class Procs(contextlib.AbstractContextManager):
     """Owns every process a benchmark starts; leaving the `with` block stops them (reverse order)."""
 
     def __init__(self, work: Path) -> None:
         self.work = work
         self.items: list[Proc] = []
-        self.count = 0
+
+    @property
+    def count(self) -> int:
+        return _COUNTER[0]
 
     def start(self, name: str, argv: Sequence[str], **kw: Any) -> Proc:
-        self.count += 1
+        _COUNTER[0] += 1
         proc = Proc(name, argv, self.work / f"{name}-{self.count}.log", **kw)
         self.items.append(proc)
         return proc
@@ -393,3 +407,37 @@ def print_table(title: str, header: Sequence[str], rows: Iterable[Sequence[Any]]
     for n in notes:
         print(f"\n{n}")
     sys.stdout.flush()
+
+
+class LoadClient:
+    """bench/load_client.py in its own process, driven over stdin/stdout (one JSON answer per command)."""
+
+    def __init__(self, procs: Procs, xds_port: int, streams: dict[str, int]) -> None:
+        spec = ",".join(f"{g}={n}" for g, n in streams.items())
+        self.proc = procs.start("load", [PY, BENCH / "load_client.py", "--xds-port", xds_port, "--streams", spec],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def ask(self, command: str) -> dict:
+        self.proc.check()
+        assert self.proc.p.stdin is not None and self.proc.p.stdout is not None
+        self.proc.p.stdin.write(command + "\n")
+        self.proc.p.stdin.flush()
+        line = self.proc.p.stdout.readline()
+        if not line:
+            self.proc.check()
+            raise RuntimeError("load client closed its stdout")
+        return json.loads(line)
+
+    def close(self) -> None:
+        assert self.proc.p.stdin is not None
+        self.proc.p.stdin.write("quit\n")
+        self.proc.p.stdin.flush()
+        try:
+            self.proc.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.stop()
+
+    def ready(self, timeout: float = 600) -> None:
+        answer = self.ask(f"ready {timeout}")
+        if not answer.get("ok"):
+            raise RuntimeError(f"load client not ready: {answer}")

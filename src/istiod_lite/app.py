@@ -303,13 +303,16 @@ def _kube_parts(settings: Settings) -> tuple[Any, Any]:
     from istiod_lite.ops.leader import LeaderDuties, LeaderElector
     from istiod_lite.ops.waypoint_objects import WaypointOptions
     from istiod_lite.sources.kube import KubeSource, api_client_from
+    from istiod_lite.sources.kube_kinds import WAYPOINT_DEPLOYMENTS
 
     api = api_client_from(settings.kubeconfig)
     xds_host, xds_port = split_address(settings.waypoint_xds_address, 15010)
     elector = LeaderElector(api, settings.pod_namespace, "istiod-lite-leader",
                             settings.pod_name or socket.gethostname())
     duties = LeaderDuties(elector, api, WaypointOptions(image=settings.waypoint_image, xds_host=xds_host,
-                                                        xds_port=xds_port))
+                                                        xds_port=xds_port),
+                          classes=settings.gateway_classes,
+                          readiness_source=KubeSource(api, kinds=(WAYPOINT_DEPLOYMENTS,)))
     return KubeSource(api), duties
 
 

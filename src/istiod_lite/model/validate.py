@@ -46,7 +46,9 @@ def semantic(kind: str, spec: dict[str, Any], key: ConfigKey) -> list[Issue]:
     issues: list[Issue] = []
     for pattern in _DURATIONS.get(kind, ()):
         # DestinationRule durations become Envoy fields that must be > 0 (connect_timeout, outlier interval...)
-        check = _positive_duration if kind == "DestinationRule" else _duration
+        # (a cookie ttl of 0s is valid: Istio's session cookie)
+        positive = kind == "DestinationRule" and not pattern.endswith("httpCookie.ttl")
+        check = _positive_duration if positive else _duration
         for path, value in _select(spec, pattern.split("."), "spec"):
             issues.extend(_check(key, path, value, check))
     for pattern in _REGEXES.get(kind, ()):

@@ -41,6 +41,7 @@ RBAC_ALLOW_FILTER = "istiod-lite.rbac.allow"
 FILTERS = (RBAC_AUDIT_FILTER, RBAC_CUSTOM_FILTER, RBAC_DENY_FILTER, RBAC_ALLOW_FILTER)
 _ENVOY_ACTION = {RBAC_AUDIT_FILTER: rbac_config.RBAC.LOG, RBAC_CUSTOM_FILTER: rbac_config.RBAC.DENY,
                  RBAC_DENY_FILTER: rbac_config.RBAC.DENY, RBAC_ALLOW_FILTER: rbac_config.RBAC.ALLOW}
+_ATTACHMENT_REPORTED = "_istiod_lite_attachment_reported"
 _FILTER_OF = {AUDIT: RBAC_AUDIT_FILTER, CUSTOM: RBAC_CUSTOM_FILTER, DENY: RBAC_DENY_FILTER, ALLOW: RBAC_ALLOW_FILTER}
 
 
@@ -85,8 +86,10 @@ def virtual_host_config(wp: Waypoint, service: Service, port: int | None = None,
     service's first HTTP port when not given). Empty when no policy applies. `peer_identity`: "tls" (identity
     fields match the TLS peer; plaintext listeners have none) or "filter_state" (the HBONE chains: the caller's
     SPIFFE id in filter state ``io.istio.peer_principal``, see authz_rules)."""
-    for issue in authz_attach.attachment_issues(wp):
-        wp.report(issue)
+    if not wp.__dict__.get(_ATTACHMENT_REPORTED):  # once per translation (they do not depend on the service)
+        wp.__dict__[_ATTACHMENT_REPORTED] = True
+        for issue in authz_attach.attachment_issues(wp):
+            wp.report(issue)
     policies = authz_attach.attached(wp, service)
     if not policies:
         return {}

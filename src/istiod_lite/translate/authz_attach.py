@@ -56,9 +56,19 @@ def _ref_matches(wp: Waypoint, policy: IstioConfig, ref: dict[str, Any], service
     return False
 
 
+def candidates(wp: Waypoint, service: Service) -> list[IstioConfig]:
+    """Policies that may attach to `service` here (snapshot index by targetRef), snapshot order."""
+    snap = wp.snapshot
+    found = [*snap.policies_targeting("Gateway", wp.namespace, wp.gateway.key.name),
+             *snap.policies_targeting("GatewayClass", snap.root_namespace, wp.gateway.class_name),
+             *snap.policies_targeting(service.key.kind, service.namespace, service.key.name)]
+    unique = {id(p): p for p in found}
+    return sorted(unique.values(), key=snap.order_of)
+
+
 def attached(wp: Waypoint, service: Service) -> list[IstioConfig]:
     """The policies that apply to `service` on this waypoint, in snapshot order (creation time, key)."""
-    return [p for p in wp.snapshot.authorization_policies
+    return [p for p in candidates(wp, service)
             if any(_ref_matches(wp, p, ref, service) for _, ref in target_refs(p)) and not dry_run(p)]
 
 
@@ -71,27 +81,31 @@ def attachment_issues(wp: Waypoint) -> list[Issue]:
     targetRefs of kinds a waypoint does not support)."""
     near = {wp.namespace, wp.snapshot.root_namespace} | {s.namespace for s in wp.services}
     out: list[Issue] = []
-    for p in wp.snapshot.authorization_policies:
-        if p.namespace not in near:
-            continue
-        refs = target_refs(p)
-        spec = p.spec if isinstance(p.spec, dict) else {}
-        if not refs:
-            where = "spec.selector" if spec.get("selector") else "spec"
-            out.append(warning(p.key, where, "not applied at the waypoint: use targetRefs (a policy with a "
-                               "selector or without targetRefs is enforced by ztunnel, not by a waypoint)",
-                               "NotAppliedAtWaypoint"))
-            continue
-        if dry_run(p):
-            out.append(warning(p.key, f"metadata.annotations[{DRY_RUN_ANNOTATION}]",
-                               "dry-run policies are not supported yet: this policy is not enforced"))
-        for path, ref in refs:
-            kind, group = ref.get("kind"), ref.get("group") or ""
-            if (kind, group) not in {("Gateway", GATEWAY_GROUP), ("GatewayClass", GATEWAY_GROUP),
-                                     ("Service", ""), ("Service", "core"), ("ServiceEntry", NETWORKING_GROUP)}:
-                out.append(warning(p.key, path, f"targetRef kind {group + '/' if group else ''}{kind} is not "
-                                   "supported at a waypoint; it matches nothing", "TargetNotFound"))
-            elif ref.get("namespace") not in (None, "", p.namespace):
-                out.append(warning(p.key, f"{path}.namespace", "a targetRef namespace other than the policy's "
-                                   "never matches", "TargetNotFound"))
+    for p in (p for ns in sorted(near) for p in wp.snapshot.policies_in(ns)):
+        out.extend(policy_issues(p))
+    return out
+
+
+def policy_issues(p: IstioConfig) -> list[Issue]:
+    """The warnings attachment_issues reports for one policy (depends on the policy alone)."""
+    refs = target_refs(p)
+    spec = p.spec if isinstance(p.spec, dict) else {}
+    out: list[Issue] = []
+    if not refs:
+        where = "spec.selector" if spec.get("selector") else "spec"
+        return [warning(p.key, where, "not applied at the waypoint: use targetRefs (a policy with a "
+                        "selector or without targetRefs is enforced by ztunnel, not by a waypoint)",
+                        "NotAppliedAtWaypoint")]
+    if dry_run(p):
+        out.append(warning(p.key, f"metadata.annotations[{DRY_RUN_ANNOTATION}]",
+                           "dry-run policies are not supported yet: this policy is not enforced"))
+    for path, ref in refs:
+        kind, group = ref.get("kind"), ref.get("group") or ""
+        if (kind, group) not in {("Gateway", GATEWAY_GROUP), ("GatewayClass", GATEWAY_GROUP),
+                                 ("Service", ""), ("Service", "core"), ("ServiceEntry", NETWORKING_GROUP)}:
+            out.append(warning(p.key, path, f"targetRef kind {group + '/' if group else ''}{kind} is not "
+                               "supported at a waypoint; it matches nothing", "TargetNotFound"))
+        elif ref.get("namespace") not in (None, "", p.namespace):
+            out.append(warning(p.key, f"{path}.namespace", "a targetRef namespace other than the policy's "
+                               "never matches", "TargetNotFound"))
     return out

@@ -122,7 +122,7 @@ def build_clusters(wp: Waypoint, drs: DestinationRules, refs: list[ClusterRef]
         for key in rule.keys if rule else ():
             if key not in reported:
                 reported.add(key)
-                dr = next(d for d in wp.snapshot.destination_rules if d.key == key)
+                dr = wp.snapshot.config(key)
                 dr_report.report_destination_rule(wp, dr)
         c, eds, src = build_cluster(wp, drs, ref)
         clusters[ref.name] = c

@@ -90,17 +90,22 @@ class DestinationRules:
     def __init__(self, wp: Waypoint) -> None:
         self._wp = wp
         self._cache: dict[tuple[str, str], MergedRule | None] = {}
-        suffix = wp.snapshot.domain_suffix
-        self._rules: list[tuple[str, IstioConfig]] = []
-        for dr in wp.snapshot.destination_rules:
-            if dr.spec.get("workloadSelector"):
-                wp.report(warning(dr.key, "spec.workloadSelector", "a DestinationRule with workloadSelector "
-                                  "applies to sidecars only; it is not applied at a waypoint", "NotApplicable"))
-                continue
-            if not visible_from(dr, wp.namespace):
-                continue
-            self._rules.append((resolve_short_name(str(dr.spec.get("host", "")), dr.namespace, suffix), dr))
+        for dr in wp.snapshot.destination_rules_with_selector():
+            wp.report(warning(dr.key, "spec.workloadSelector", "a DestinationRule with workloadSelector "
+                              "applies to sidecars only; it is not applied at a waypoint", "NotApplicable"))
         wp.__dict__.setdefault(_CACHE_ATTR, self)
+
+    def _candidates(self, service: Service) -> list[tuple[str, IstioConfig]]:
+        """(resolved host, DR) of the DRs visible here whose host matches (snapshot index by host)."""
+        suffix = self._wp.snapshot.domain_suffix
+        out = []
+        for dr in self._wp.snapshot.destination_rules_for_host(service.hostname):
+            if dr.spec.get("workloadSelector") or not visible_from(dr, self._wp.namespace):
+                continue
+            host = resolve_short_name(str(dr.spec.get("host", "")), dr.namespace, suffix)
+            if host and host_matches(host, service.hostname):
+                out.append((host, dr))
+        return out
 
     @classmethod
     def of(cls, wp: Waypoint) -> "DestinationRules":
@@ -118,7 +123,7 @@ class DestinationRules:
         return order.index(ns) if ns in order else len(order)
 
     def _lookup(self, service: Service) -> MergedRule | None:
-        cands = [(host, dr) for host, dr in self._rules if host and host_matches(host, service.hostname)]
+        cands = self._candidates(service)
         if not cands:
             return None
 

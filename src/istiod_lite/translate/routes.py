@@ -77,9 +77,7 @@ def select_virtual_services(wp: Waypoint, service: Service) -> list[IstioConfig]
     """The VirtualServices applied to `service` at this waypoint, oldest first; the ones whose hosts match but
     that do not apply here are reported (warning NotApplied) with the reason."""
     out = []
-    for vs in wp.snapshot.virtual_services:
-        if not hosts_match(wp, vs, service):
-            continue
+    for vs in wp.snapshot.virtual_services_for_host(service.hostname):  # indexed: hosts_match(wp, vs, service)
         if vs.namespace not in (service.namespace, wp.namespace):
             wp.report(warning(vs.key, "metadata.namespace", f"not applied to {service.hostname} at waypoint "
                               f"{wp.namespace}/{wp.gateway.key.name}: a waypoint reads VirtualServices from the "

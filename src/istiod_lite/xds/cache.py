@@ -5,10 +5,11 @@ and pre-builds the wire frames both ADS flavours need (SotW: repeated Any; Delta
 that responses to any number of streams are byte concatenations of these frames. Unchanged resources keep
 their existing entry object (no re-serialization downstream).
 
-Serialize once per change: an entry remembers the message object it was built from. When `set_resources` is
-handed the very same object again (identity, as incremental translation does for resources a change did not
-touch), the entry is reused without serializing or hashing; when every entry of a type is reused that way the
-type's `TypeResources` (and its aggregate version) is reused too, so an unchanged push costs O(lookups).
+Serialize once per change: the cache remembers, per group, the message object each entry was last built or
+confirmed from. When `set_resources` is handed the very same object again (identity, as incremental translation
+does for resources a change did not touch), the entry is reused without serializing or hashing; when every
+entry of a type is unchanged the type's `TypeResources` (and its aggregate version) is reused too, so an
+unchanged push costs O(dict lookups).
 Contract: a message handed to the cache is never mutated afterwards (translation builds new messages).
 An equal but different object is serialized and hashed as before (the version still decides "changed").
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
@@ -40,26 +41,22 @@ class CacheEntry:
     sotw_frame: bytes  # DiscoveryResponse.resources (field 2) entry
     delta_frame: bytes  # DeltaDiscoveryResponse.resources (field 2) entry: Resource{name, version, resource}
     eds_name: str | None = None  # clusters: the ClusterLoadAssignment name their endpoints come from
-    # the message this entry was serialized from (identity fast path; not part of equality or repr)
-    message: Message | None = field(default=None, compare=False, repr=False)
 
 
 def make_entry(type_url: str, name: str, message: Message, previous: CacheEntry | None = None) -> CacheEntry:
     """Serialize `message` once; reuse `previous` when the content (hence the version) is unchanged.
 
-    (`SnapshotCache.set_resources` skips this call entirely when `message is previous.message`.)"""
+    (`SnapshotCache.set_resources` skips this call entirely for the very object it was last given.)"""
     value = message.SerializeToString(deterministic=True)
     version = content_hash(value)
     if previous is not None and previous.version == version and previous.name == name:
-        if previous.message is not message:  # remember the newest object, so the next push can skip
-            previous = replace(previous, message=message)
         return previous
     any_bytes = wire.ld(1, type_url.encode()) + wire.ld(2, value)
     resource = wire.ld_str(3, name) + wire.ld_str(1, version) + wire.ld(2, any_bytes)
     eds_name = None
     if type_url == CLUSTER:
         eds_name = message.eds_cluster_config.service_name or name  # type: ignore[attr-defined]
-    return CacheEntry(name, version, any_bytes, wire.ld(2, any_bytes), wire.ld(2, resource), eds_name, message)
+    return CacheEntry(name, version, any_bytes, wire.ld(2, any_bytes), wire.ld(2, resource), eds_name)
 
 
 class TypeResources(Mapping[str, CacheEntry]):
@@ -102,6 +99,8 @@ class SnapshotCache:
 
     def __init__(self) -> None:
         self._groups: dict[str, dict[str, TypeResources]] = {}
+        # group -> type URL -> name -> the message object the entry was last built or confirmed from
+        self._messages: dict[str, dict[str, dict[str, Message]]] = {}
         self._lock = threading.Lock()
         self.serializations = 0  # resources serialized so far (tests and metrics read it)
 
@@ -112,16 +111,18 @@ class SnapshotCache:
         """
         with self._lock:
             old = self._groups.get(group, {})
+            old_messages = self._messages.get(group, {})
         new: dict[str, TypeResources] = {}
         changed: set[str] = set()
         serialized = 0
         for type_url, by_name in resources.items():
             previous = old.get(type_url, EMPTY)
+            seen = old_messages.get(type_url, {})
             entries: dict[str, CacheEntry] = {}
             identical = len(by_name) == len(previous)  # every entry the very same object as before?
             for name, message in by_name.items():
                 before = previous.get(name)
-                if before is not None and before.message is message:
+                if before is not None and seen.get(name) is message:
                     entries[name] = before  # same object: same bytes, no serialization
                     continue
                 entry = make_entry(type_url, name, message, before)
@@ -140,14 +141,17 @@ class SnapshotCache:
         for type_url, previous in old.items():
             if type_url not in new and len(previous):
                 changed.add(type_url)
+        messages = {type_url: dict(by_name) for type_url, by_name in resources.items()}
         with self._lock:
             self._groups[group] = new
+            self._messages[group] = messages
             self.serializations += serialized
         return changed
 
     def remove_group(self, group: str) -> None:
         with self._lock:
             self._groups.pop(group, None)
+            self._messages.pop(group, None)
 
     def get(self, group: str) -> Mapping[str, TypeResources]:
         """type URL -> TypeResources (name -> CacheEntry); empty mapping for an unknown group."""
