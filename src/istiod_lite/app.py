@@ -28,7 +28,8 @@ from istiod_lite.ops.status import IssueReporter
 from istiod_lite.ops.syncz import syncz
 from istiod_lite.settings import Settings, split_address
 from istiod_lite.sources.files import DirectorySource
-from istiod_lite.translate import TranslateOptions, translate
+from istiod_lite.translate import TranslateOptions
+from istiod_lite.translate.incremental import IncrementalTranslator
 from istiod_lite.xds import types as xds_types
 from istiod_lite.xds.cache import SnapshotCache
 from istiod_lite.xds.debounce import Debouncer
@@ -178,11 +179,25 @@ class App:
             os.replace(tmp, self.settings.ready_file)
 
     async def push(self, cause: Any) -> None:
-        """Translate every waypoint from the current snapshot and push what changed."""
+        """Translate the waypoints the changed objects reach and push what changed.
+
+        Translation is incremental (translate/incremental.py): the store's snapshot names the objects changed
+        since the previous push (the debounced batch), and only the resources depending on them are rebuilt;
+        unchanged resources keep their Message objects. A waypoint none of the changed objects reaches gets the
+        very same result object back and is skipped entirely (no cache work, nothing sent), unless the push
+        has another cause (start-up, certificate rotation, a NACK, a released pin)."""
         started = time.perf_counter()
         seen_at, self._change_seen_at = self._change_seen_at, None
         self._repush = False
+        translator = getattr(self, "_translator", None)
+        if translator is None:
+            translator = self._translator = IncrementalTranslator(self.options)
+            self._pushed_results: dict[str, Any] = {}
+        config_only = all(isinstance(c, ConfigKey) for c in cause) and _REJECTED not in cause \
+            and self.corrupt is None
+        released_groups = set()
         for pin in self.rejections.release(c for c in cause if isinstance(c, ConfigKey)):
+            released_groups.add(pin.group)
             log.info("released %s %s of %s: an input object changed, trying the new content",
                      xds_types.SHORT_NAMES.get(pin.type_url, pin.type_url), pin.name, pin.group,
                      extra={"fields": {"event": "pin_released", **pin.describe()}})
@@ -194,8 +209,11 @@ class App:
         for wp in snapshot.waypoints():
             name = group_name(wp.key)
             live.add(name)
-            result = translate(snapshot, wp.key, self.options)
+            result = translator.translate(snapshot, wp.key)
             issues.extend(result.issues)
+            if config_only and name not in released_groups and self._pushed_results.get(name) is result:
+                continue  # nothing this waypoint reads changed
+            self._pushed_results[name] = result
             self.resources[name] = result.resources
             served = self.identities.add(wp, result.resources.resources)  # SDS Secrets when serving HBONE
             if self.corrupt is not None:
@@ -207,6 +225,9 @@ class App:
             self.rejections.served(name, served, {t: {n: e.version for n, e in cached.get(t, {}).items()}
                                                   for t in served}, result.resources.sources)
         self.identities.retain(snapshot.waypoints())
+        translator.retain(wp.key for wp in snapshot.waypoints())
+        for name in set(self._pushed_results) - live:
+            self._pushed_results.pop(name, None)
         for name in set(self.cache.groups()) - live:
             self.cache.remove_group(name)
             self.resources.pop(name, None)

@@ -72,13 +72,6 @@ class ConfigSnapshot:
     def _config_by_key(self) -> dict[ConfigKey, IstioConfig]:
         return {c.key: c for c in (*self.virtual_services, *self.destination_rules, *self.authorization_policies)}
 
-    @cached_property
-    def _order(self) -> dict[ConfigKey, int]:
-        """Position of each Istio object in its kind's snapshot order (creation time, key)."""
-        out: dict[ConfigKey, int] = {}
-        for items in (self.virtual_services, self.destination_rules, self.authorization_policies):
-            out.update((c.key, i) for i, c in enumerate(items))
-        return out
 
     @cached_property
     def _issues_by_key(self) -> dict[ConfigKey | None, tuple[Issue, ...]]:
@@ -87,70 +80,132 @@ class ConfigSnapshot:
             out.setdefault(i.key, []).append(i)
         return {k: tuple(v) for k, v in out.items()}
 
-    def _host_index(self, items: tuple[IstioConfig, ...], hosts_of) -> tuple[dict[str, list[IstioConfig]],
-                                                                             list[tuple[str, IstioConfig]]]:
-        exact: dict[str, list[IstioConfig]] = {}
-        wild: list[tuple[str, IstioConfig]] = []
-        for c in items:
-            for h in hosts_of(c):
-                h = resolve_short_name(h, c.namespace, self.domain_suffix).lower()
-                if h.startswith("*"):
-                    wild.append((h, c))
-                else:
-                    bucket = exact.setdefault(h, [])
-                    if not bucket or bucket[-1] is not c:
-                        bucket.append(c)
-        return exact, wild
+    # Index keys of the multi-valued Istio-object indexes below (`_INDEXES`): name -> (kind, keys of one object).
+    def _vs_keys(self, c: IstioConfig) -> list:
+        return [resolve_short_name(str(h), c.namespace, self.domain_suffix).lower() for h in c.spec.get("hosts") or ()]
 
-    @cached_property
-    def _vs_by_host(self):
-        return self._host_index(self.virtual_services, lambda c: [str(h) for h in c.spec.get("hosts") or ()])
+    def _dr_keys(self, c: IstioConfig) -> list:
+        return [resolve_short_name(str(c.spec.get("host", "")), c.namespace, self.domain_suffix).lower()]
 
-    @cached_property
-    def _dr_by_host(self):
-        return self._host_index(self.destination_rules, lambda c: [str(c.spec.get("host", ""))])
+    @staticmethod
+    def _ap_keys(p: IstioConfig) -> list:
+        """(targetRef kind, policy namespace, targetRef name); refs naming another namespace never match."""
+        spec = p.spec if isinstance(p.spec, dict) else {}
+        refs = spec.get("targetRefs")
+        refs = [r for r in refs if isinstance(r, dict)] if isinstance(refs, list) else []
+        if isinstance(spec.get("targetRef"), dict):
+            refs.append(spec["targetRef"])
+        return [(str(r.get("kind")), p.namespace, str(r.get("name"))) for r in refs
+                if r.get("namespace") in (None, "", p.namespace)]
 
-    @cached_property
-    def _ap_by_target(self) -> dict[tuple[str, str, str], list[IstioConfig]]:
-        """(targetRef kind, policy namespace, targetRef name) -> policies (snapshot order). Only refs whose
-        namespace is unset or the policy's own are indexed (others never match)."""
-        out: dict[tuple[str, str, str], list[IstioConfig]] = {}
-        for p in self.authorization_policies:
-            spec = p.spec if isinstance(p.spec, dict) else {}
-            refs = spec.get("targetRefs")
-            refs = [r for r in refs if isinstance(r, dict)] if isinstance(refs, list) else []
-            if isinstance(spec.get("targetRef"), dict):
-                refs.append(spec["targetRef"])
-            for r in refs:
-                if r.get("namespace") not in (None, "", p.namespace):
-                    continue
-                bucket = out.setdefault((str(r.get("kind")), p.namespace, str(r.get("name"))), [])
-                if not bucket or bucket[-1] is not p:
-                    bucket.append(p)
+    _INDEXES = {
+        "_vs_by_host": ("VirtualService", "_vs_keys"),
+        "_dr_by_host": ("DestinationRule", "_dr_keys"),
+        "_ap_by_target": ("AuthorizationPolicy", "_ap_keys"),
+        "_ap_by_namespace": ("AuthorizationPolicy", None),
+        "_dr_with_selector": ("DestinationRule", None),
+    }
+
+    def _items(self, kind: str) -> tuple[IstioConfig, ...]:
+        return {"VirtualService": self.virtual_services, "DestinationRule": self.destination_rules,
+                "AuthorizationPolicy": self.authorization_policies}[kind]
+
+    def _index_keys(self, name: str, c: IstioConfig) -> list:
+        if name == "_ap_by_namespace":
+            return [c.namespace]
+        if name == "_dr_with_selector":
+            return ["*"] if c.spec.get("workloadSelector") else []
+        return getattr(self, self._INDEXES[name][1])(c)
+
+    def _build_index(self, name: str) -> dict:
+        out: dict = {}
+        for c in self._items(self._INDEXES[name][0]):
+            for k in self._index_keys(name, c):
+                bucket = out.setdefault(k, [])
+                if not bucket or bucket[-1] is not c:
+                    bucket.append(c)
         return out
 
     @cached_property
-    def _ap_by_namespace(self) -> dict[str, tuple[IstioConfig, ...]]:
-        out: dict[str, list[IstioConfig]] = {}
-        for p in self.authorization_policies:
-            out.setdefault(p.namespace, []).append(p)
-        return {k: tuple(v) for k, v in out.items()}
+    def _vs_by_host(self) -> dict:
+        return self._build_index("_vs_by_host")
 
     @cached_property
-    def _dr_with_selector(self) -> tuple[IstioConfig, ...]:
-        return tuple(d for d in self.destination_rules if d.spec.get("workloadSelector"))
+    def _dr_by_host(self) -> dict:
+        return self._build_index("_dr_by_host")
 
-    def _by_host(self, index, hostname: str) -> list[IstioConfig]:
-        exact, wild = index
-        found = list(exact.get(hostname.lower(), ()))
+    @cached_property
+    def _ap_by_target(self) -> dict:
+        return self._build_index("_ap_by_target")
+
+    @cached_property
+    def _ap_by_namespace(self) -> dict:
+        return self._build_index("_ap_by_namespace")
+
+    @cached_property
+    def _dr_with_selector(self) -> dict:
+        return self._build_index("_dr_with_selector")
+
+    def seed_indexes(self, base: "ConfigSnapshot", lookup) -> None:
+        """Derive this snapshot's Istio-object indexes from `base`'s (copy + patch the `changed` objects) instead
+        of rebuilding them: O(changed). `lookup(key)` returns this snapshot's object for a key (or None).
+        Only valid when `self.changed` is relative to `base` and covers every Istio object that differs."""
+        if self.changed is None or self.base_version != base.version or self.domain_suffix != base.domain_suffix:
+            return
+        changed = [k for k in self.changed if k.kind in ("VirtualService", "DestinationRule", "AuthorizationPolicy")]
+        if "_config_by_key" in base.__dict__:
+            by_key = dict(base.__dict__["_config_by_key"])
+            for k in changed:
+                by_key.pop(k, None)
+                new = lookup(k)
+                if new is not None:
+                    by_key[k] = new
+            self.__dict__["_config_by_key"] = by_key
+        for name, (kind, _) in self._INDEXES.items():
+            if name not in base.__dict__:
+                continue
+            index = dict(base.__dict__[name])
+            for k in changed:
+                if k.kind != kind:
+                    continue
+                old, new = base.config(k), lookup(k)
+                for c, add in ((old, False), (new, True)):
+                    if c is None:
+                        continue
+                    for ik in dict.fromkeys(self._index_keys(name, c)):
+                        bucket = [x for x in index.get(ik, ()) if x.key != k]
+                        if add:
+                            bucket.append(c)
+                            bucket.sort(key=_snapshot_order)
+                        if bucket:
+                            index[ik] = bucket
+                        else:
+                            index.pop(ik, None)
+            self.__dict__[name] = index
+            wild = base.__dict__.get("_wild" + name)
+            if wild is not None:  # the wildcard keys, patched likewise
+                touched = {ik for k in changed if k.kind == kind
+                           for c in (base.config(k), lookup(k)) if c is not None
+                           for ik in self._index_keys(name, c) if isinstance(ik, str) and ik.startswith("*")}
+                self.__dict__["_wild" + name] = [w for w in wild if w not in touched] + \
+                    [w for w in sorted(touched) if w in index]
+
+    def _by_host(self, name: str, hostname: str) -> list[IstioConfig]:
+        """Objects indexed under `hostname` or under a wildcard (``*...``) that matches it, snapshot order."""
+        index = getattr(self, name)
+        found = list(index.get(hostname.lower(), ()))
+        wild = self.__dict__.get("_wild" + name)
+        if wild is None:  # once per snapshot
+            wild = self.__dict__["_wild" + name] = [k for k in index if k.startswith("*")]
         if wild:
             seen = {id(c) for c in found}
-            for pattern, c in wild:
-                if id(c) not in seen and host_matches(pattern, hostname):
-                    seen.add(id(c))
-                    found.append(c)
-            order = self._order
-            found.sort(key=lambda c: order[c.key])
+            for pattern in wild:
+                if host_matches(pattern, hostname):
+                    for c in index.get(pattern, ()):
+                        if id(c) not in seen:
+                            seen.add(id(c))
+                            found.append(c)
+            found.sort(key=_snapshot_order)
         return found
 
     # ---- queries -------------------------------------------------------------------------------
@@ -196,14 +251,14 @@ class ConfigSnapshot:
     def virtual_services_for_host(self, hostname: str) -> list[IstioConfig]:
         """VirtualServices one of whose hosts (short names resolved in the VS's namespace, wildcards) matches
         `hostname`, in snapshot order."""
-        return self._by_host(self._vs_by_host, hostname)
+        return self._by_host("_vs_by_host", hostname)
 
     def destination_rules_for_host(self, hostname: str) -> list[IstioConfig]:
         """DestinationRules whose host (resolved, wildcards) matches `hostname`, in snapshot order."""
-        return self._by_host(self._dr_by_host, hostname)
+        return self._by_host("_dr_by_host", hostname)
 
     def destination_rules_with_selector(self) -> tuple[IstioConfig, ...]:
-        return self._dr_with_selector
+        return tuple(self._dr_with_selector.get("*", ()))
 
     def policies_targeting(self, kind: str, namespace: str, name: str) -> list[IstioConfig]:
         """AuthorizationPolicies in `namespace` with a targetRef of `kind` named `name` (any group; the caller
@@ -211,7 +266,13 @@ class ConfigSnapshot:
         return self._ap_by_target.get((kind, namespace, name), [])
 
     def policies_in(self, namespace: str) -> tuple[IstioConfig, ...]:
-        return self._ap_by_namespace.get(namespace, ())
+        return tuple(self._ap_by_namespace.get(namespace, ()))
 
-    def order_of(self, config: IstioConfig) -> int:
-        return self._order[config.key]
+    @staticmethod
+    def order_of(config: IstioConfig) -> tuple:
+        """Sort key of the snapshot order of Istio objects (the store sorts by creation time, then key)."""
+        return _snapshot_order(config)
+
+
+def _snapshot_order(c: IstioConfig) -> tuple:
+    return (c.meta.creation_timestamp, c.key)

@@ -2,7 +2,10 @@
 
 Sources call `replace_origin` / `upsert` / `delete`; the store records which keys changed and calls
 `on_change(keys)`. `snapshot()` parses (cached per object), joins services, resolves waypoint bindings and
-returns an immutable ConfigSnapshot. The same store serves the directory source and the Kubernetes source,
+returns an immutable ConfigSnapshot. Each snapshot says which model-level objects changed since the previous one
+(`ConfigSnapshot.changed`, relative to `base_version`): raw keys as the sources reported them, except that an
+EndpointSlice or Pod change is reported as a change of the Service(s) whose endpoints it feeds (the translator
+reads services, not slices). The same store serves the directory source and the Kubernetes source,
 so the translator cannot tell where config came from.
 """
 
@@ -35,6 +38,10 @@ class ConfigStore:
         self._parsed: dict[tuple[str, ConfigKey], tuple[Parsed | None, list[Issue]]] = {}
         self._version = 0
         self._snapshot: ConfigSnapshot | None = None
+        self._pending: set[ConfigKey] = set()  # raw keys changed since the last built snapshot
+        self._built: ConfigSnapshot | None = None  # the last built snapshot (base of `changed`)
+        self._last_parsed: dict[ConfigKey, Parsed] = {}
+        self._pod_services: dict[ConfigKey, set[ConfigKey]] = {}  # Pod key -> Service keys (via slices)
 
     # ---- sink API (sources.base.ConfigSink) -----------------------------------------------------------
     def replace_origin(self, origin: str, objects: list[tuple[dict[str, Any], str | None]],
@@ -64,6 +71,7 @@ class ConfigStore:
             self._origin_issues[origin] = load_issues
             for k in changed:
                 self._parsed.pop((origin, k), None)
+            self._pending |= changed
             dirty = bool(changed) or old_issues != load_issues
             if dirty:
                 self._bump()
@@ -85,6 +93,7 @@ class ConfigStore:
                 return
             bucket[key] = (obj, file)
             self._parsed.pop((origin, key), None)
+            self._pending.add(key)
             self._bump()
         self._notify({key})
 
@@ -94,6 +103,7 @@ class ConfigStore:
             if bucket.pop(key, None) is None:
                 return
             self._parsed.pop((origin, key), None)
+            self._pending.add(key)
             self._bump()
         self._notify({key})
 
@@ -140,11 +150,51 @@ class ConfigStore:
                                         "Duplicate").with_file(file))
                     continue
                 parsed[key] = value
-        return assemble(parsed.values(), issues, self._version, self.root_namespace, self.domain_suffix)
+        pod_services = _pod_services(parsed.values())
+        base = self._built
+        changed = None
+        if base is not None:
+            changed = frozenset(self._model_keys(self._pending, parsed, pod_services))
+        snap = assemble(parsed.values(), issues, self._version, self.root_namespace, self.domain_suffix,
+                        base_version=base.version if base is not None else None, changed=changed)
+        if base is not None:
+            snap.seed_indexes(base, lambda k: parsed[k].value if k in parsed else None)
+        self._pending = set()
+        self._built = snap
+        self._last_parsed = parsed
+        self._pod_services = pod_services
+        return snap
+
+    def _model_keys(self, raw: set[ConfigKey], parsed: dict[ConfigKey, Parsed],
+                    pod_services: dict[ConfigKey, set[ConfigKey]]) -> set[ConfigKey]:
+        """Raw changed keys -> the model objects they change (slices and pods -> their Services)."""
+        out: set[ConfigKey] = set()
+        for key in raw:
+            if key.kind == "EndpointSlice":
+                for p in (self._last_parsed.get(key), parsed.get(key)):
+                    if p is not None and isinstance(p.value, KubeEndpointSlice):
+                        out.add(ConfigKey("Service", key.namespace, p.value.service))
+            elif key.kind == "Pod":
+                out |= self._pod_services.get(key, set()) | pod_services.get(key, set())
+            else:
+                out.add(key)
+        return out
+
+
+def _pod_services(parsed: Iterable[Parsed]) -> dict[ConfigKey, set[ConfigKey]]:
+    out: dict[ConfigKey, set[ConfigKey]] = {}
+    for p in parsed:
+        if isinstance(p.value, KubeEndpointSlice):
+            svc = ConfigKey("Service", p.key.namespace, p.value.service)
+            for ep in p.value.endpoints:
+                if ep.pod:
+                    out.setdefault(ConfigKey("Pod", p.key.namespace, ep.pod), set()).add(svc)
+    return out
 
 
 def assemble(parsed: Iterable[Parsed], issues: list[Issue], version: int, root_namespace: str,
-             domain_suffix: str) -> ConfigSnapshot:
+             domain_suffix: str, *, base_version: int | None = None,
+             changed: frozenset[ConfigKey] | None = None) -> ConfigSnapshot:
     """Join parsed objects into a ConfigSnapshot (services with endpoints and waypoint bindings)."""
     namespaces: dict[str, ObjectMeta] = {}
     gateways: dict[ConfigKey, Gateway] = {}
@@ -189,6 +239,8 @@ def assemble(parsed: Iterable[Parsed], issues: list[Issue], version: int, root_n
         issues=tuple(issues),
         root_namespace=root_namespace,
         domain_suffix=domain_suffix,
+        base_version=base_version,
+        changed=changed,
     )
 
 

@@ -14,6 +14,10 @@ resource map is built in name order. Reads like a table of contents:
 6. hbone                 with an HBONE listener: connect_terminate -> main_internal (a chain + routes per service
                          VIP:port) -> inbound-vip clusters -> connect_originate (add_listeners before clusters,
                          rewrite_upstreams of in-mesh endpoints after endpoints)
+
+incremental.IncrementalTranslator gives the same result from per-service units, recomputing only what the
+snapshot's changed objects reach (the app's push loop uses it; this `translate()` is the reference it is tested
+against, and what it falls back to for HBONE / TCP waypoints).
 """
 
 from __future__ import annotations

@@ -83,16 +83,27 @@ def visible_from(dr: IstioConfig, namespace: str) -> bool:
     return namespace in export
 
 
+def selector_issues(wp: Waypoint) -> list:
+    return [warning(dr.key, "spec.workloadSelector", "a DestinationRule with workloadSelector applies to sidecars "
+                    "only; it is not applied at a waypoint", "NotApplicable")
+            for dr in wp.snapshot.destination_rules_with_selector()]
+
+
 class DestinationRules:
     """Per-translation DR index (memoised per service hostname). `of(wp)` returns the instance of this
     translation (created on first use), so route and cluster building share one index."""
 
-    def __init__(self, wp: Waypoint) -> None:
+    def __init__(self, wp: Waypoint, report_selectors: bool = True, shared: dict | None = None) -> None:
+        """`report_selectors`: report the DRs with workloadSelector (once per translation; the incremental
+        translator reports them itself, see `selector_issues`). `shared`: a lookup memo shared by several
+        instances over one snapshot (the incremental translator's per-unit instances); a hit re-reports the
+        issues the lookup raised, so each instance's waypoint gets the same issues as without sharing."""
         self._wp = wp
         self._cache: dict[tuple[str, str], MergedRule | None] = {}
-        for dr in wp.snapshot.destination_rules_with_selector():
-            wp.report(warning(dr.key, "spec.workloadSelector", "a DestinationRule with workloadSelector "
-                              "applies to sidecars only; it is not applied at a waypoint", "NotApplicable"))
+        self._shared = shared
+        if report_selectors:
+            for issue in selector_issues(wp):
+                wp.report(issue)
         wp.__dict__.setdefault(_CACHE_ATTR, self)
 
     def _candidates(self, service: Service) -> list[tuple[str, IstioConfig]]:
@@ -115,7 +126,17 @@ class DestinationRules:
     def for_service(self, service: Service) -> MergedRule | None:
         ck = (service.hostname, service.namespace)
         if ck not in self._cache:
-            self._cache[ck] = self._lookup(service)
+            if self._shared is None:
+                self._cache[ck] = self._lookup(service)
+            elif ck in self._shared:
+                rule, issues = self._shared[ck]
+                for issue in issues:
+                    self._wp.report(issue)
+                self._cache[ck] = rule
+            else:
+                before = len(self._wp.issues)
+                rule = self._cache[ck] = self._lookup(service)
+                self._shared[ck] = (rule, tuple(self._wp.issues[before:]))
         return self._cache[ck]
 
     def _ns_rank(self, ns: str, service: Service) -> int:

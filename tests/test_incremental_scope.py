@@ -1,0 +1,99 @@
+"""Incremental translation touches only what a change reaches: other waypoints get the very same result object
+(the app then pushes nothing to them), and in the affected waypoint unchanged resources keep their Message
+objects (so the xds cache skips their serialization)."""
+
+from __future__ import annotations
+
+import copy
+
+from istiod_lite.model.meta import ConfigKey
+from istiod_lite.model.store import ConfigStore
+from istiod_lite.translate import translate
+from istiod_lite.translate.incremental import IncrementalTranslator
+from istiod_lite.xds import types
+
+
+def _mesh(ns: str, n: int) -> list[dict]:
+    docs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"istio.io/use-waypoint": "wp"}}},
+            {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "wp", "namespace": ns},
+             "spec": {"gatewayClassName": "istio-waypoint",
+                      "listeners": [{"name": "http", "port": 8080, "protocol": "HTTP"}]}}]
+    for i in range(n):
+        h = f"s{i}.{ns}.example"
+        docs += [
+            {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": f"s{i}", "namespace": ns},
+             "spec": {"hosts": [h], "location": "MESH_INTERNAL", "resolution": "STATIC",
+                      "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+                      "endpoints": [{"address": "10.0.0.1", "labels": {"version": "v1"}},
+                                    {"address": "10.0.0.2", "labels": {"version": "v2"}}]}},
+            {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": f"s{i}", "namespace": ns},
+             "spec": {"hosts": [h], "http": [{"route": [{"destination": {"host": h, "subset": "v1"}, "weight": 90},
+                                                       {"destination": {"host": h, "subset": "v2"}, "weight": 10}]}]}},
+            {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": f"s{i}", "namespace": ns},
+             "spec": {"host": h, "subsets": [{"name": "v1", "labels": {"version": "v1"}},
+                                             {"name": "v2", "labels": {"version": "v2"}}]}},
+        ]
+    return docs
+
+
+def _setup():
+    store = ConfigStore()
+    docs = _mesh("a", 5) + _mesh("b", 5)
+    for d in docs:
+        store.upsert("t", d)
+    inc = IncrementalTranslator()
+    a, b = ConfigKey("Gateway", "a", "wp"), ConfigKey("Gateway", "b", "wp")
+    snap = store.snapshot()
+    return store, docs, inc, a, b, snap, inc.translate(snap, a), inc.translate(snap, b)
+
+
+def test_a_change_in_waypoint_a_leaves_b_untouched_and_reuses_unchanged_messages() -> None:
+    store, docs, inc, a, b, snap, ra, rb = _setup()
+    vs = copy.deepcopy(next(d for d in docs if d["kind"] == "VirtualService" and d["metadata"] == {"name": "s2", "namespace": "a"}))
+    vs["spec"]["http"][0]["route"][0]["weight"] = 50
+    vs["spec"]["http"][0]["route"][1]["weight"] = 50
+    store.upsert("t", vs)
+    snap2 = store.snapshot()
+    assert snap2.changed == {ConfigKey("VirtualService", "a", "s2")}
+    assert not inc.affected(snap2, b) and inc.affected(snap2, a)
+    assert inc.translate(snap2, b) is rb
+    ra2 = inc.translate(snap2, a)
+    assert inc.stats["incremental"] == 1 and inc.stats["full"] == 2
+    old, new = ra.resources.resources, ra2.resources.resources
+    assert new[types.ROUTE]["http.8080"] is not old[types.ROUTE]["http.8080"]
+    assert all(new[types.CLUSTER][n] is old[types.CLUSTER][n] for n in old[types.CLUSTER])
+    assert all(new[types.ENDPOINT][n] is old[types.ENDPOINT][n] for n in old[types.ENDPOINT])
+    assert new[types.LISTENER] is old[types.LISTENER]
+    weights = [c.weight.value for c in next(v for v in new[types.ROUTE]["http.8080"].virtual_hosts
+                                            if v.name == "s2.a.example:80").routes[0].route.weighted_clusters.clusters]
+    assert weights == [50, 50]
+    full = translate(snap2, a)
+    assert {n: m.SerializeToString(deterministic=True) for n, m in full.resources.resources[types.ROUTE].items()} == \
+        {n: m.SerializeToString(deterministic=True) for n, m in new[types.ROUTE].items()}
+
+
+def test_a_destination_rule_change_rebuilds_only_that_services_clusters() -> None:
+    store, docs, inc, a, b, snap, ra, rb = _setup()
+    dr = copy.deepcopy(next(d for d in docs if d["kind"] == "DestinationRule" and d["metadata"] == {"name": "s3", "namespace": "a"}))
+    dr["spec"]["trafficPolicy"] = {"connectionPool": {"tcp": {"maxConnections": 5}}}
+    store.upsert("t", dr)
+    snap2 = store.snapshot()
+    ra2 = inc.translate(snap2, a)
+    assert inc.translate(snap2, b) is rb
+    old, new = ra.resources.resources[types.CLUSTER], ra2.resources.resources[types.CLUSTER]
+    changed = sorted(n for n in old if new[n] is not old[n])
+    assert changed == ["inbound-vip|80|http/v1|s3.a.example", "inbound-vip|80|http/v2|s3.a.example",
+                       "inbound-vip|80|http|s3.a.example"]
+    assert all(new[n].circuit_breakers.thresholds[0].max_connections.value == 5 for n in changed)
+    assert ra2.resources.resources[types.ROUTE]["http.8080"] is ra.resources.resources[types.ROUTE]["http.8080"]
+
+
+def test_unknown_base_falls_back_to_full_translation() -> None:
+    store, docs, inc, a, b, snap, ra, rb = _setup()
+    other = ConfigStore()
+    for d in docs:
+        other.upsert("t", d)
+    again = inc.translate(other.snapshot(), a)  # a snapshot from elsewhere: its `changed` is not relative to ours
+    assert inc.stats["full"] == 3
+    assert {n: m.SerializeToString() for n, m in again.resources.resources[types.CLUSTER].items()} == \
+        {n: m.SerializeToString() for n, m in ra.resources.resources[types.CLUSTER].items()}
