@@ -9,6 +9,7 @@ their input objects changes, and turns each rejection into a "RejectedByEnvoy" I
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -155,6 +156,11 @@ class App:
             while not self.source.synced:
                 await asyncio.sleep(0.01)
         await self.push({"startup"})
+        # The start-up objects live as long as the process: move them out of the garbage collector's view so
+        # that full collections stay short and do not stall later pushes (measured: 200+ ms pauses at 5,000
+        # services without this).
+        gc.collect()
+        gc.freeze()
         self._mark_ready()
         while True:
             batch = await self.debouncer.next_batch()

@@ -4,6 +4,7 @@ labels, ServiceEntry hosts, and the `istio.io/use-waypoint` binding (service lab
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Iterable, Mapping
 
 from istiod_lite.model.gateway import Gateway
@@ -34,32 +35,45 @@ def port_protocol(name: str, app_protocol: str | None, l4: str = "TCP") -> str:
 
 def kubernetes_services(services: Iterable[KubeService], slices: Iterable[KubeEndpointSlice],
                         pods: Mapping[ConfigKey, KubePod], domain_suffix: str) -> list[tuple[ObjectMeta, Service]]:
-    by_service: dict[tuple[str, str], list[KubeEndpointSlice]] = {}
+    by_service = slices_by_service(slices)
+    return [(svc.meta, kubernetes_service(svc, by_service.get((svc.meta.key.namespace, svc.meta.key.name), []),
+                                          pods, domain_suffix))
+            for svc in services]
+
+
+def slices_by_service(slices: Iterable[KubeEndpointSlice]) -> dict[tuple[str, str], list[KubeEndpointSlice]]:
+    """(namespace, service name) -> its EndpointSlices, in key order."""
+    out: dict[tuple[str, str], list[KubeEndpointSlice]] = {}
     for sl in slices:
-        by_service.setdefault((sl.meta.key.namespace, sl.service), []).append(sl)
-    out = []
-    for svc in services:
-        key = svc.meta.key
-        ports = tuple(_service_port(p) for p in svc.ports if p.protocol.upper() != "UDP")
-        endpoints = []
-        for sl in sorted(by_service.get((key.namespace, key.name), []), key=lambda s: s.meta.key):
-            slice_ports = dict(sl.ports)
-            mapping = []
-            for p in svc.ports:
-                if p.name in slice_ports:
-                    mapping.append((p.port, slice_ports[p.name]))
-                elif len(svc.ports) == 1 and len(sl.ports) == 1:
-                    mapping.append((p.port, sl.ports[0][1]))
-            for ep in sl.endpoints:
-                if not ep.ready:
-                    continue
-                pod = pods.get(ConfigKey("Pod", key.namespace, ep.pod)) if ep.pod else None
-                labels = pod.meta.labels if pod else ()
-                for addr in ep.addresses:
-                    endpoints.append(Endpoint(addr, tuple(mapping), labels, locality=ep.zone and f"/{ep.zone}"))
-        hostname = f"{key.name}.{key.namespace}.svc.{domain_suffix}"
-        out.append((svc.meta, Service(svc.meta, hostname, ports, svc.cluster_ips, tuple(sorted(set(endpoints))))))
+        out.setdefault((sl.meta.key.namespace, sl.service), []).append(sl)
+    for v in out.values():
+        v.sort(key=lambda s: s.meta.key.name)
     return out
+
+
+def kubernetes_service(svc: KubeService, slices: list[KubeEndpointSlice], pods: Mapping[ConfigKey, KubePod],
+                       domain_suffix: str) -> Service:
+    """One Kubernetes Service joined with its EndpointSlices (ready endpoints) and their Pods' labels."""
+    key = svc.meta.key
+    ports = tuple(_service_port(p) for p in svc.ports if p.protocol.upper() != "UDP")
+    endpoints = []
+    for sl in slices:
+        slice_ports = dict(sl.ports)
+        mapping = []
+        for p in svc.ports:
+            if p.name in slice_ports:
+                mapping.append((p.port, slice_ports[p.name]))
+            elif len(svc.ports) == 1 and len(sl.ports) == 1:
+                mapping.append((p.port, sl.ports[0][1]))
+        for ep in sl.endpoints:
+            if not ep.ready:
+                continue
+            pod = pods.get(ConfigKey("Pod", key.namespace, ep.pod)) if ep.pod else None
+            labels = pod.meta.labels if pod else ()
+            for addr in ep.addresses:
+                endpoints.append(Endpoint(addr, tuple(mapping), labels, locality=ep.zone and f"/{ep.zone}"))
+    hostname = f"{key.name}.{key.namespace}.svc.{domain_suffix}"
+    return Service(svc.meta, hostname, ports, svc.cluster_ips, tuple(sorted(set(endpoints))))
 
 
 def _service_port(p: KubePort) -> ServicePort:
@@ -124,5 +138,4 @@ def bind_waypoint(service: Service, namespaces: Mapping[str, ObjectMeta],
 
 
 def _with_waypoint(service: Service, key: ConfigKey) -> Service:
-    return Service(service.meta, service.hostname, service.ports, service.addresses, service.endpoints,
-                   service.resolution, service.location, key, service.export_to)
+    return dataclasses.replace(service, waypoint=key)

@@ -11,11 +11,13 @@ so the translator cannot tell where config came from.
 
 from __future__ import annotations
 
+import operator
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from istiod_lite.model import join, manifests
+from istiod_lite.model import manifests
+from istiod_lite.model.joiner import ServiceJoiner
 from istiod_lite.model.gateway import Gateway
 from istiod_lite.model.istio import IstioConfig
 from istiod_lite.model.meta import ConfigKey, Issue, ObjectMeta, error
@@ -40,8 +42,10 @@ class ConfigStore:
         self._snapshot: ConfigSnapshot | None = None
         self._pending: set[ConfigKey] = set()  # raw keys changed since the last built snapshot
         self._built: ConfigSnapshot | None = None  # the last built snapshot (base of `changed`)
-        self._last_parsed: dict[ConfigKey, Parsed] = {}
-        self._pod_services: dict[ConfigKey, set[ConfigKey]] = {}  # Pod key -> Service keys (via slices)
+        self._resolved: dict[ConfigKey, Parsed] = {}  # the definition used for each key
+        self._key_issues: dict[ConfigKey, list[Issue]] = {}  # parse/duplicate issues of each key
+        self._pod_slices: dict[ConfigKey, dict[ConfigKey, ConfigKey]] = {}  # Pod -> {EndpointSlice: Service}
+        self._joiner = ServiceJoiner(domain_suffix)
 
     # ---- sink API (sources.base.ConfigSink) -----------------------------------------------------------
     def replace_origin(self, origin: str, objects: list[tuple[dict[str, Any], str | None]],
@@ -131,70 +135,105 @@ class ConfigStore:
             self._on_change(keys)
 
     def _build(self) -> ConfigSnapshot:
+        base = self._built
+        if base is None:
+            keys = {k for bucket in self._objects.values() for k in bucket}
+            self._resolved, self._key_issues = {}, {}
+        else:
+            keys = self._pending
+        previous = {k: self._resolved.get(k) for k in keys}
+        for key in keys:
+            self._resolve(key)
+        parsed = self._resolved
+        self._update_pod_services(previous)
         issues: list[Issue] = []
         for origin in sorted(self._origin_issues):
             issues.extend(self._origin_issues[origin])
-        parsed: dict[ConfigKey, Parsed] = {}
-        for origin in sorted(self._objects):
-            for key, (obj, file) in sorted(self._objects[origin].items()):
-                cache_key = (origin, key)
-                if cache_key not in self._parsed:
-                    self._parsed[cache_key] = parse_object(obj, file)
-                value, problems = self._parsed[cache_key]
-                issues.extend(problems)
-                if value is None:
-                    continue
-                if key in parsed:
-                    issues.append(error(key, "metadata.name", f"defined twice (in {parsed[key].file or '?'} and "
-                                                              f"{file or origin}); the first one is used",
-                                        "Duplicate").with_file(file))
-                    continue
-                parsed[key] = value
-        pod_services = _pod_services(parsed.values())
-        base = self._built
+        for key in sorted(self._key_issues):
+            issues.extend(self._key_issues[key])
         changed = None
         if base is not None:
-            changed = frozenset(self._model_keys(self._pending, parsed, pod_services))
+            changed = frozenset(self._model_keys(keys, previous))
         snap = assemble(parsed.values(), issues, self._version, self.root_namespace, self.domain_suffix,
-                        base_version=base.version if base is not None else None, changed=changed)
+                        base_version=base.version if base is not None else None, changed=changed,
+                        joiner=self._joiner)
         if base is not None:
             snap.seed_indexes(base, lambda k: parsed[k].value if k in parsed else None)
         self._pending = set()
         self._built = snap
-        self._last_parsed = parsed
-        self._pod_services = pod_services
         return snap
 
-    def _model_keys(self, raw: set[ConfigKey], parsed: dict[ConfigKey, Parsed],
-                    pod_services: dict[ConfigKey, set[ConfigKey]]) -> set[ConfigKey]:
+    def _resolve(self, key: ConfigKey) -> None:
+        """Which definition of `key` is used (the first, by origin, that parses) and its issues. O(origins)."""
+        winner: Parsed | None = None
+        found: list[Issue] = []
+        for origin in sorted(o for o, bucket in self._objects.items() if key in bucket):
+            obj, file = self._objects[origin][key]
+            cache_key = (origin, key)
+            if cache_key not in self._parsed:
+                self._parsed[cache_key] = parse_object(obj, file)
+            value, problems = self._parsed[cache_key]
+            found.extend(problems)
+            if value is None:
+                continue
+            if winner is not None:
+                found.append(error(key, "metadata.name", f"defined twice (in {winner.file or '?'} and "
+                                                         f"{file or origin}); the first one is used",
+                                   "Duplicate").with_file(file))
+                continue
+            winner = value
+        if winner is None:
+            self._resolved.pop(key, None)
+        else:
+            self._resolved[key] = winner
+        if found:
+            self._key_issues[key] = found
+        else:
+            self._key_issues.pop(key, None)
+
+    def _update_pod_services(self, previous: dict[ConfigKey, Parsed | None]) -> None:
+        """Keep Pod -> Services (through EndpointSlices) current for the slices that changed."""
+        for key, old in previous.items():
+            if key.kind != "EndpointSlice":
+                continue
+            for p in (old, self._resolved.get(key)):
+                if p is not None and isinstance(p.value, KubeEndpointSlice):
+                    for pod in _slice_pods(p):
+                        self._pod_slices.setdefault(pod, {}).pop(key, None)
+            new = self._resolved.get(key)
+            if new is not None and isinstance(new.value, KubeEndpointSlice):
+                svc = ConfigKey("Service", key.namespace, new.value.service)
+                for pod in _slice_pods(new):
+                    self._pod_slices.setdefault(pod, {})[key] = svc
+
+    def _model_keys(self, raw: set[ConfigKey], previous: dict[ConfigKey, Parsed | None]) -> set[ConfigKey]:
         """Raw changed keys -> the model objects they change (slices and pods -> their Services)."""
         out: set[ConfigKey] = set()
         for key in raw:
             if key.kind == "EndpointSlice":
-                for p in (self._last_parsed.get(key), parsed.get(key)):
+                for p in (previous.get(key), self._resolved.get(key)):
                     if p is not None and isinstance(p.value, KubeEndpointSlice):
                         out.add(ConfigKey("Service", key.namespace, p.value.service))
             elif key.kind == "Pod":
-                out |= self._pod_services.get(key, set()) | pod_services.get(key, set())
+                out |= set(self._pod_slices.get(key, {}).values())
             else:
                 out.add(key)
         return out
 
 
-def _pod_services(parsed: Iterable[Parsed]) -> dict[ConfigKey, set[ConfigKey]]:
-    out: dict[ConfigKey, set[ConfigKey]] = {}
-    for p in parsed:
-        if isinstance(p.value, KubeEndpointSlice):
-            svc = ConfigKey("Service", p.key.namespace, p.value.service)
-            for ep in p.value.endpoints:
-                if ep.pod:
-                    out.setdefault(ConfigKey("Pod", p.key.namespace, ep.pod), set()).add(svc)
-    return out
+# Sort keys evaluated in C (large configurations are re-sorted on every build).
+_KEY = operator.attrgetter("meta.key")
+_CREATED_THEN_KEY = operator.attrgetter("meta.creation_timestamp", "meta.key")
+_HOSTNAME_THEN_KEY = operator.attrgetter("hostname", "meta.key")
+
+
+def _slice_pods(p: Parsed) -> set[ConfigKey]:
+    return {ConfigKey("Pod", p.key.namespace, ep.pod) for ep in p.value.endpoints if ep.pod}
 
 
 def assemble(parsed: Iterable[Parsed], issues: list[Issue], version: int, root_namespace: str,
              domain_suffix: str, *, base_version: int | None = None,
-             changed: frozenset[ConfigKey] | None = None) -> ConfigSnapshot:
+             changed: frozenset[ConfigKey] | None = None, joiner: ServiceJoiner | None = None) -> ConfigSnapshot:
     """Join parsed objects into a ConfigSnapshot (services with endpoints and waypoint bindings)."""
     namespaces: dict[str, ObjectMeta] = {}
     gateways: dict[ConfigKey, Gateway] = {}
@@ -216,23 +255,19 @@ def assemble(parsed: Iterable[Parsed], issues: list[Issue], version: int, root_n
             pods[p.key] = v
         elif isinstance(v, IstioConfig):
             by_kind.setdefault(p.key.kind, []).append(v)
-    services = [s for _, s in join.kubernetes_services(kube_services, slices, pods, domain_suffix)]
-    for se in by_kind.get("ServiceEntry", []):
-        services.extend(join.service_entry_services(se))
-    bound = []
-    for s in services:
-        s2, problems = join.bind_waypoint(s, namespaces, gateways)
-        bound.append(s2)
-        issues.extend(p.with_file(s.meta.file) for p in problems)
+    joiner = joiner or ServiceJoiner(domain_suffix)
+    services = joiner.services(kube_services, slices, pods, by_kind.get("ServiceEntry", []))
+    bound, problems = joiner.bind(services, namespaces, gateways)
+    issues.extend(problems)
 
     def by_key(items: list[IstioConfig]) -> tuple[IstioConfig, ...]:
-        return tuple(sorted(items, key=lambda c: (c.meta.creation_timestamp, c.key)))
+        return tuple(sorted(items, key=_CREATED_THEN_KEY))
 
     return ConfigSnapshot(
         version=version,
         namespaces=namespaces,
-        gateways=tuple(sorted(gateways.values(), key=lambda g: g.key)),
-        services=tuple(sorted(bound, key=lambda s: (s.hostname, s.key))),
+        gateways=tuple(sorted(gateways.values(), key=_KEY)),
+        services=tuple(sorted(bound, key=_HOSTNAME_THEN_KEY)),
         virtual_services=by_key(by_kind.get("VirtualService", [])),
         destination_rules=by_key(by_kind.get("DestinationRule", [])),
         authorization_policies=by_key(by_kind.get("AuthorizationPolicy", [])),
