@@ -30,10 +30,13 @@ golden: install
 demo: install
 	$(BIN)/python examples/demo.py $(if $(DEMO_ONCE),--once,) $(DEMO_ARGS)
 
+# `make bench` runs every benchmark (real istiod-lite and Envoy) and prints tables; never part of `make test`.
+# BENCH_ARGS goes to every script, e.g. `make bench BENCH_ARGS="--runs 3"` or `BENCH_ARGS=--smoke`;
+# BENCHES picks scripts, e.g. `make bench BENCHES="one_change fanout" BENCH_ARGS="--sizes 100,1000"`.
+BENCH_ARGS ?=
+BENCHES ?= translate cold_start one_change fanout memory
 bench: install
-	@if [ -d bench ] && ls bench/*.py >/dev/null 2>&1; then \
-		for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done; \
-	else echo "bench: no benchmarks yet (bench/*.py)"; fi
+	@for b in $(BENCHES); do echo "== bench/$$b.py $(BENCH_ARGS)"; $(BIN)/python bench/$$b.py $(BENCH_ARGS) || exit 1; done
 
 # Kubernetes end-to-end suite in a kind cluster: needs docker, kind, kubectl and internet (not part of `make test`).
 e2e-kind:

@@ -228,6 +228,10 @@ class Proc:
             self._fh.close()
 
 
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(f"stopped by signal {signum}")
+
+
 _COUNTER = [0]  # file names stay unique across Procs sharing a work dir (no stale ready/admin files)
 
 
@@ -237,6 +241,10 @@ class Procs(contextlib.AbstractContextManager):
     def __init__(self, work: Path) -> None:
         self.work = work
         self.items: list[Proc] = []
+        # SIGTERM/SIGINT (even when started in the background, where SIGINT is ignored) end the benchmark
+        # through `__exit__`, so no process it started outlives it.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+        signal.signal(signal.SIGINT, _exit_on_signal)
 
     @property
     def count(self) -> int:

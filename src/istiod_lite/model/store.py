@@ -11,18 +11,15 @@ so the translator cannot tell where config came from.
 
 from __future__ import annotations
 
-import operator
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from istiod_lite.model import manifests
-from istiod_lite.model.joiner import ServiceJoiner
-from istiod_lite.model.gateway import Gateway
-from istiod_lite.model.istio import IstioConfig
-from istiod_lite.model.meta import ConfigKey, Issue, ObjectMeta, error
+from istiod_lite.model.builder import SnapshotBuilder
+from istiod_lite.model.meta import ConfigKey, Issue, error
 from istiod_lite.model.parse import Parsed, object_key, parse_object
-from istiod_lite.model.parse_core import KubeEndpointSlice, KubeNamespace, KubePod, KubeService
+from istiod_lite.model.parse_core import KubeEndpointSlice
 from istiod_lite.model.snapshot import ConfigSnapshot
 
 ChangeCallback = Callable[[set[ConfigKey]], None]
@@ -45,7 +42,7 @@ class ConfigStore:
         self._resolved: dict[ConfigKey, Parsed] = {}  # the definition used for each key
         self._key_issues: dict[ConfigKey, list[Issue]] = {}  # parse/duplicate issues of each key
         self._pod_slices: dict[ConfigKey, dict[ConfigKey, ConfigKey]] = {}  # Pod -> {EndpointSlice: Service}
-        self._joiner = ServiceJoiner(domain_suffix)
+        self._builder = SnapshotBuilder(root_namespace, domain_suffix)
 
     # ---- sink API (sources.base.ConfigSink) -----------------------------------------------------------
     def replace_origin(self, origin: str, objects: list[tuple[dict[str, Any], str | None]],
@@ -154,9 +151,11 @@ class ConfigStore:
         changed = None
         if base is not None:
             changed = frozenset(self._model_keys(keys, previous))
-        snap = assemble(parsed.values(), issues, self._version, self.root_namespace, self.domain_suffix,
-                        base_version=base.version if base is not None else None, changed=changed,
-                        joiner=self._joiner)
+        for key in keys:
+            if previous.get(key) is not parsed.get(key):
+                self._builder.update(key, parsed.get(key))
+        snap = self._builder.build(issues, self._version,
+                                   base_version=base.version if base is not None else None, changed=changed)
         if base is not None:
             snap.seed_indexes(base, lambda k: parsed[k].value if k in parsed else None)
         self._pending = set()
@@ -221,62 +220,8 @@ class ConfigStore:
         return out
 
 
-# Sort keys evaluated in C (large configurations are re-sorted on every build).
-_KEY = operator.attrgetter("meta.key")
-_CREATED_THEN_KEY = operator.attrgetter("meta.creation_timestamp", "meta.key")
-_HOSTNAME_THEN_KEY = operator.attrgetter("hostname", "meta.key")
-
-
 def _slice_pods(p: Parsed) -> set[ConfigKey]:
     return {ConfigKey("Pod", p.key.namespace, ep.pod) for ep in p.value.endpoints if ep.pod}
-
-
-def assemble(parsed: Iterable[Parsed], issues: list[Issue], version: int, root_namespace: str,
-             domain_suffix: str, *, base_version: int | None = None,
-             changed: frozenset[ConfigKey] | None = None, joiner: ServiceJoiner | None = None) -> ConfigSnapshot:
-    """Join parsed objects into a ConfigSnapshot (services with endpoints and waypoint bindings)."""
-    namespaces: dict[str, ObjectMeta] = {}
-    gateways: dict[ConfigKey, Gateway] = {}
-    kube_services: list[KubeService] = []
-    slices: list[KubeEndpointSlice] = []
-    pods: dict[ConfigKey, KubePod] = {}
-    by_kind: dict[str, list[IstioConfig]] = {}
-    for p in parsed:
-        v = p.value
-        if isinstance(v, KubeNamespace):
-            namespaces[p.key.name] = v.meta
-        elif isinstance(v, Gateway):
-            gateways[p.key] = v
-        elif isinstance(v, KubeService):
-            kube_services.append(v)
-        elif isinstance(v, KubeEndpointSlice):
-            slices.append(v)
-        elif isinstance(v, KubePod):
-            pods[p.key] = v
-        elif isinstance(v, IstioConfig):
-            by_kind.setdefault(p.key.kind, []).append(v)
-    joiner = joiner or ServiceJoiner(domain_suffix)
-    services = joiner.services(kube_services, slices, pods, by_kind.get("ServiceEntry", []))
-    bound, problems = joiner.bind(services, namespaces, gateways)
-    issues.extend(problems)
-
-    def by_key(items: list[IstioConfig]) -> tuple[IstioConfig, ...]:
-        return tuple(sorted(items, key=_CREATED_THEN_KEY))
-
-    return ConfigSnapshot(
-        version=version,
-        namespaces=namespaces,
-        gateways=tuple(sorted(gateways.values(), key=_KEY)),
-        services=tuple(sorted(bound, key=_HOSTNAME_THEN_KEY)),
-        virtual_services=by_key(by_kind.get("VirtualService", [])),
-        destination_rules=by_key(by_kind.get("DestinationRule", [])),
-        authorization_policies=by_key(by_kind.get("AuthorizationPolicy", [])),
-        issues=tuple(issues),
-        root_namespace=root_namespace,
-        domain_suffix=domain_suffix,
-        base_version=base_version,
-        changed=changed,
-    )
 
 
 def snapshot_from_text(text: str, file: str = "input.yaml", *, root_namespace: str = "istio-system",
