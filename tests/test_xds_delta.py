@@ -223,3 +223,20 @@ async def test_updated_cluster_gets_its_endpoints_resent():
         await server.notify({GROUP})
         [eds] = await c.barrier()
         assert (eds.type_url, names(eds)) == (ENDPOINT, ["c2"])
+
+
+async def test_late_ack_after_timeout_puts_the_proxy_back_in_sync():
+    """Envoy can take longer than the ACK timeout to apply a large CDS response (15,000 clusters: > 5 s). When
+    its ACK finally arrives and nothing newer was sent, the proxy has exactly that content: in sync, not STALE."""
+    cache = SnapshotCache()
+    cache.set_resources(GROUP, resources(clusters=["c1", "c2"]))
+    async with ads_server(cache, ack_timeout=0.2) as server, AdsClient(server.test_port, "delta") as c:
+        await c.delta(CLUSTER)
+        resp = await c.recv_type(CLUSTER)
+        while server.ack_timeouts == 0:  # poll the condition
+            await c.barrier()
+        assert not server.connections()[0].types[CLUSTER].in_sync
+        await c.ack(resp)  # the late ACK
+        assert await c.barrier() == []  # nothing re-sent
+        info = server.connections()[0].types[CLUSTER]
+        assert info.in_sync and info.acks == 1 and info.version_acked == resp.system_version_info

@@ -116,3 +116,19 @@ async def test_unknown_node_refused():
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await c.recv()
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_late_ack_after_timeout_puts_the_proxy_back_in_sync():
+    """The ACK of a response given up on (ACK timeout) arrives later, nothing newer was sent: in sync again."""
+    cache = SnapshotCache()
+    cache.set_resources(GROUP, resources(clusters=["c1", "c2"]))
+    async with ads_server(cache, ack_timeout=0.2) as server, AdsClient(server.test_port, "sotw") as c:
+        await c.sotw(CLUSTER)
+        resp = await c.recv_type(CLUSTER)
+        while server.ack_timeouts == 0:  # poll the condition
+            await c.barrier()
+        assert not server.connections()[0].types[CLUSTER].in_sync
+        await c.ack(resp)  # the late ACK
+        assert await c.barrier() == []
+        info = server.connections()[0].types[CLUSTER]
+        assert info.in_sync and info.version_acked == resp.version_info

@@ -27,13 +27,13 @@ from envoy.service.discovery.v3 import discovery_pb2
 from istiod_lite.xds import delta, sotw
 from istiod_lite.xds.cache import EMPTY, SnapshotCache
 from istiod_lite.xds.subscription import TypeState
-from istiod_lite.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES
+from istiod_lite.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SCOPED_ROUTE, SHORT_NAMES
 
 log = logging.getLogger(__name__)
 
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 _MAKE_FIRST = (CLUSTER, ENDPOINT)  # listeners/routes wait for these to be ACKed
-_BREAK_AFTER = (LISTENER, ROUTE)  # cluster/endpoint removals wait for these to settle
+_BREAK_AFTER = (LISTENER, SCOPED_ROUTE, ROUTE)  # cluster/endpoint removals wait for these to settle
 
 
 @dataclass(frozen=True)
@@ -304,6 +304,12 @@ class AdsServer:
                     self.on_nack(info)
                 except Exception:
                     log.exception("on_nack callback failed")
+        elif result.kind == "late_ack":
+            done = ts.late_ack()
+            log.info("late ACK of %s nonce %s from %s after %.1fs", short, done.nonce, stream.node_id,
+                     self.clock() - done.sent_at)
+            self._event("ack", stream, type_url=type_url, nonce=done.nonce, version=done.version,
+                        latency=self.clock() - done.sent_at, upserts=dict(done.upserts), removed=done.removed)
         elif result.kind == "stale":
             log.debug("stale nonce %s for %s from %s", req.response_nonce, short, stream.node_id)
 

@@ -29,6 +29,8 @@ def on_request(ts: TypeState, req) -> RequestKind:
     nonce = req.response_nonce
     if not nonce:
         return RequestKind("request")
+    if ts.pending is None and ts.abandoned is not None and ts.abandoned.nonce == nonce:
+        return RequestKind("late_ack" if req.version_info == ts.abandoned.version else "stale")
     if ts.pending is None or ts.pending.nonce != nonce:
         return RequestKind("stale")
     if req.version_info == ts.pending.version:

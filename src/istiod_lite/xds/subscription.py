@@ -38,6 +38,7 @@ class TypeState:
     rejected: dict[str, str] = field(default_factory=dict)  # name -> version not to re-push (held)
     hold_version: str | None = None  # cache type version the hold applies to; a change releases it
     pending: Pending | None = None
+    abandoned: Pending | None = None  # the last response given up on (ACK timeout); its ACK may still come
     # SotW: the last response's content, to keep removals out of a "make" push
     sotw_sent: dict = field(default_factory=dict)  # name -> CacheEntry
     sotw_version: str = ""  # content version of the last SotW response
@@ -59,6 +60,7 @@ class TypeState:
 
     def record_sent(self, pending: Pending, count: int) -> None:
         self.pending = pending
+        self.abandoned = None  # newer state is out: a late ACK of the abandoned response says nothing now
         self.must_respond = False
         self.version_sent = pending.version
         self.nonce_sent = pending.nonce
@@ -91,7 +93,25 @@ class TypeState:
 
     def abandon(self) -> Pending:
         self.ack_timeouts += 1
-        return self.forget()
+        self.abandoned = self.forget()
+        return self.abandoned
+
+    def late_ack(self) -> Pending:
+        """The ACK of the abandoned response arrived (Envoy took longer than the timeout, e.g. applying
+        15,000 clusters) and nothing newer was sent since: the client has exactly that content."""
+        done, self.abandoned = self.abandoned, None
+        assert done is not None
+        for name, version in done.upserts.items():
+            self.known[name] = version
+            self.rejected.pop(name, None)
+        for name in done.removed:
+            self.known.pop(name, None)
+            self.rejected.pop(name, None)
+        if not self.rejected:
+            self.hold_version = None
+        self.acks += 1
+        self.version_acked = done.version
+        return done
 
     def targets(self, names_in_cache) -> set[str]:
         return set(names_in_cache) | self.names if self.wildcard else set(self.names)
