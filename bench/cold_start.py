@@ -22,6 +22,7 @@ from envoy.config.cluster.v3 import cluster_pb2  # noqa: E402
 from envoy.config.endpoint.v3 import endpoint_pb2  # noqa: E402
 from envoy.config.listener.v3 import listener_pb2  # noqa: E402
 from envoy.config.route.v3 import route_pb2  # noqa: E402
+from envoy.config.route.v3 import scoped_route_pb2  # noqa: E402
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2  # noqa: E402
 from envoy.service.discovery.v3 import discovery_pb2  # noqa: E402
 from google.protobuf import json_format  # noqa: E402
@@ -37,6 +38,7 @@ def static_config(dump: dict) -> tuple[list, list]:
     clas = {c["cluster_name"]: json_format.ParseDict(c, endpoint_pb2.ClusterLoadAssignment())
             for c in dump.get("EDS", [])}
     routes = {r["name"]: json_format.ParseDict(r, route_pb2.RouteConfiguration()) for r in dump.get("RDS", [])}
+    scopes = [json_format.ParseDict(r, scoped_route_pb2.ScopedRouteConfiguration()) for r in dump.get("SRDS", [])]
     clusters = []
     for c in dump.get("CDS", []):
         cluster = json_format.ParseDict(c, cluster_pb2.Cluster())
@@ -59,6 +61,18 @@ def static_config(dump: dict) -> tuple[list, list]:
                         name = hcm.rds.route_config_name
                         hcm.ClearField("rds")
                         hcm.route_config.CopyFrom(routes[name])
+                        f.typed_config.Pack(hcm)
+                    elif hcm.HasField("scoped_routes"):
+                        # the same scopes, listed inline with their RouteConfigurations inline
+                        sr = hcm.scoped_routes
+                        sr.ClearField("scoped_rds")
+                        sr.rds_config_source.Clear()
+                        sr.rds_config_source.path_config_source.path = "/dev/null"
+                        for scope in scopes:
+                            inline = sr.scoped_route_configurations_list.scoped_route_configurations.add()
+                            inline.CopyFrom(scope)
+                            inline.route_configuration.CopyFrom(routes[scope.route_configuration_name])
+                            inline.ClearField("route_configuration_name")
                         f.typed_config.Pack(hcm)
         listeners.append(listener)
     return clusters, listeners

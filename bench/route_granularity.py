@@ -98,7 +98,7 @@ def listener(port: int, scoped: bool) -> listener_pb2.Listener:
         sr = m.scoped_routes
         sr.name = f"http.{port}"
         f1 = sr.scope_key_builder.fragments.add().header_value_extractor
-        f1.name = PORT_HEADER
+        f1.name, f1.element_separator, f1.index = PORT_HEADER, ",", 0
         f2 = sr.scope_key_builder.fragments.add().header_value_extractor
         f2.name, f2.element_separator, f2.index = ":authority", ":", 0
         sr.rds_config_source.CopyFrom(ads())

@@ -7,6 +7,7 @@ import pytest
 import yaml
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 
+from testsupport.listener_routes import listener_route_sources
 from istiod_lite.model import validate_authz
 from istiod_lite.model.meta import ConfigKey
 from istiod_lite.model.store import snapshot_from_text
@@ -250,4 +251,4 @@ def test_policy_change_is_a_route_change_only():
         {n: m.SerializeToString(deterministic=True) for n, m in with_policy.of_type(lds).items()}
     rds = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
     assert base.of_type(rds) != with_policy.of_type(rds)
-    assert "AuthorizationPolicy/bookinfo/p" in with_policy.sources[(rds, "http.8080")]
+    assert "AuthorizationPolicy/bookinfo/p" in listener_route_sources(with_policy, 8080)

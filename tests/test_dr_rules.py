@@ -8,6 +8,7 @@ import textwrap
 
 import yaml
 
+from testsupport.listener_routes import listener_route_config
 from istiod_lite.model.meta import ConfigKey
 from istiod_lite.model.store import snapshot_from_text
 from istiod_lite.translate import translate
@@ -126,7 +127,7 @@ def test_hash_policies_follow_the_merged_policy_and_reach_the_default_route() ->
     cookie = hash_policies(wp, svc, 8080, "v1")[0].cookie
     assert (cookie.name, cookie.path, cookie.ttl.seconds) == ("s", "/", 10)
     assert hash_policies(wp, svc, 8080, "plain") == []  # the subset's load balancer replaces consistent hash
-    route = translate(snap, WP).resources.of_type(types.ROUTE)["http.8080"]
+    route = listener_route_config(translate(snap, WP).resources, 8080)
     action = route.virtual_hosts[0].routes[0].route
     assert [h.header.header_name for h in action.hash_policy] == ["x-user"]
     assert not any(p.name.endswith("previous_hosts") for p in action.retry_policy.retry_host_predicate)

@@ -10,6 +10,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import json_format
 
+from testsupport.listener_routes import listener_route_config
 from istiod_lite.mesh_identity import WaypointSecrets
 from istiod_lite.model.meta import ConfigKey
 from istiod_lite.model.store import snapshot_from_text
@@ -112,7 +113,7 @@ def test_identity_policies_match_filter_state_on_hbone_and_tls_peer_on_http() ->
     hbone_route = _principals(routes["inbound-vip|80|http|echo.example.com"])
     assert "io.istio.peer_principal" in hbone_route and "spiffe://cluster.local/ns/default/sa/client" in hbone_route
     assert "principalName" not in hbone_route
-    plain = _principals(routes["http.8080"])
+    plain = _principals(listener_route_config(result.resources, 8080))
     assert "principalName" in plain and "io.istio.peer_principal" not in plain
     hbone_only = _run(_input(HBONE))
     assert not [i for i in hbone_only.issues if i.reason == "NoPeerIdentity"]

@@ -135,7 +135,7 @@ def _assert_equal(store: ConfigStore, inc: IncrementalTranslator, step: str) -> 
     for gw in snap.waypoints():
         full = translate(fresh, gw.key, inc.options)
         got = inc.translate(snap, gw.key)
-        for t in (types.LISTENER, types.ROUTE, types.CLUSTER, types.ENDPOINT):
+        for t in (types.LISTENER, types.SCOPED_ROUTE, types.ROUTE, types.CLUSTER, types.ENDPOINT):
             a, b = full.resources.resources.get(t, {}), got.resources.resources.get(t, {})
             assert list(a) == list(b), f"{step}: {gw.key} {types.SHORT_NAMES[t]} names differ"
             for name in a:

@@ -60,11 +60,13 @@ def test_a_change_in_waypoint_a_leaves_b_untouched_and_reuses_unchanged_messages
     ra2 = inc.translate(snap2, a)
     assert inc.stats["incremental"] == 1 and inc.stats["full"] == 2
     old, new = ra.resources.resources, ra2.resources.resources
-    assert new[types.ROUTE]["http.8080"] is not old[types.ROUTE]["http.8080"]
+    # Scoped RDS: only s2's own RouteConfiguration is new; every other one is the very same message
+    assert [n for n in old[types.ROUTE] if new[types.ROUTE][n] is not old[types.ROUTE][n]] == ["http.8080/s2.a.example"]
+    assert new[types.SCOPED_ROUTE] is old[types.SCOPED_ROUTE]
     assert all(new[types.CLUSTER][n] is old[types.CLUSTER][n] for n in old[types.CLUSTER])
     assert all(new[types.ENDPOINT][n] is old[types.ENDPOINT][n] for n in old[types.ENDPOINT])
     assert new[types.LISTENER] is old[types.LISTENER]
-    weights = [c.weight.value for c in next(v for v in new[types.ROUTE]["http.8080"].virtual_hosts
+    weights = [c.weight.value for c in next(v for v in new[types.ROUTE]["http.8080/s2.a.example"].virtual_hosts
                                             if v.name == "s2.a.example:80").routes[0].route.weighted_clusters.clusters]
     assert weights == [50, 50]
     full = translate(snap2, a)
@@ -85,7 +87,7 @@ def test_a_destination_rule_change_rebuilds_only_that_services_clusters() -> Non
     assert changed == ["inbound-vip|80|http/v1|s3.a.example", "inbound-vip|80|http/v2|s3.a.example",
                        "inbound-vip|80|http|s3.a.example"]
     assert all(new[n].circuit_breakers.thresholds[0].max_connections.value == 5 for n in changed)
-    assert ra2.resources.resources[types.ROUTE]["http.8080"] is ra.resources.resources[types.ROUTE]["http.8080"]
+    assert all(ra2.resources.resources[types.ROUTE][n] is m for n, m in ra.resources.resources[types.ROUTE].items())
 
 
 def test_unknown_base_falls_back_to_full_translation() -> None:

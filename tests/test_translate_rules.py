@@ -3,6 +3,7 @@ domain collision resolution, listener port conflicts (golden files cover the ful
 
 from __future__ import annotations
 
+from testsupport.listener_routes import listener_route_config
 from istiod_lite.model.gateway import Gateway, GatewayListener
 from istiod_lite.model.istio import IstioConfig
 from istiod_lite.model.meta import ConfigKey, ObjectMeta
@@ -62,7 +63,7 @@ def test_short_name_collision_goes_to_first_namespace_and_is_reported() -> None:
     snap = ConfigSnapshot(gateways=(_gateway(GatewayListener("http", 80, "HTTP")),),
                           services=(_svc("web", "zeta", http), _svc("web", "alpha", http)))
     result = translate(snap, WP)
-    rc = result.resources.of_type(types.ROUTE)["http.80"]
+    rc = listener_route_config(result.resources, 80)
     domains = {vh.name: list(vh.domains) for vh in rc.virtual_hosts}
     assert "web" in domains["web.alpha.svc.cluster.local:80"]
     assert "web" not in domains["web.zeta.svc.cluster.local:80"]
@@ -95,6 +96,6 @@ def test_vs_in_unrelated_namespace_or_other_gateway_is_ignored() -> None:
                        {"hosts": ["web"], "gateways": ["ingress"], "http": route}))
     snap = ConfigSnapshot(gateways=(_gateway(GatewayListener("http", 80, "HTTP")),),
                           services=(_svc("web", "ns", http),), virtual_services=vss)
-    rc = translate(snap, WP).resources.of_type(types.ROUTE)["http.80"]
+    rc = listener_route_config(translate(snap, WP).resources, 80)
     (route0,) = rc.virtual_hosts[0].routes
     assert route0.name == "default" and route0.route.timeout.seconds == 0

@@ -11,6 +11,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
+from testsupport.listener_routes import listener_route_config
 from istiod_lite.model.meta import ConfigKey
 from istiod_lite.model.store import snapshot_from_text
 from istiod_lite.translate import TranslateOptions, translate
@@ -68,7 +69,7 @@ def _run(*docs: str, extra: str = ""):
 
 
 def _routes(result) -> list[rc.Route]:
-    cfg = result.resources.of_type(types.ROUTE)["http.80"]
+    cfg = listener_route_config(result.resources, 80)
     vh = next(v for v in cfg.virtual_hosts if v.name.startswith("web.example.com"))
     return list(vh.routes)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from testsupport.ads_client import AdsClient
@@ -240,3 +242,19 @@ async def test_late_ack_after_timeout_puts_the_proxy_back_in_sync():
         assert await c.barrier() == []  # nothing re-sent
         info = server.connections()[0].types[CLUSTER]
         assert info.in_sync and info.acks == 1 and info.version_acked == resp.system_version_info
+
+
+async def test_held_server_answers_nothing_until_released():
+    """A restarted control plane holds its streams until its first state is computed: answering a reconnecting
+    proxy from an empty cache would tell it (Delta, initial_resource_versions) that all its resources are gone."""
+    cache = SnapshotCache()
+    async with ads_server(cache) as server, AdsClient(server.test_port, "delta") as c:
+        server.hold()
+        await c.delta(CLUSTER, initial={"c1": "v-old"})
+        pending = asyncio.ensure_future(c.recv_type(CLUSTER))
+        done, _ = await asyncio.wait({pending}, timeout=0.3)  # an absence: nothing to poll for
+        assert not done, "a held server answered"
+        cache.set_resources(GROUP, resources(clusters=["c1"]))
+        server.release()
+        resp = await pending
+        assert names(resp) == ["c1"] and list(resp.removed_resources) == []

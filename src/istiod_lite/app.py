@@ -128,6 +128,7 @@ class App:
         xds_host, xds_port = split_address(self.settings.xds_address, 15010)
         http_host, http_port = split_address(self.settings.http_address, 15014)
         credentials = server_credentials(self.tls) if self.tls is not None else None
+        self.server.hold()  # until the first push is computed (see AdsServer.hold)
         self.xds_port = await self.server.start(f"{xds_host}:{xds_port}" if ":" not in xds_host
                                                 else f"[{xds_host}]:{xds_port}", credentials)
         self.http_port = await self.http.start(http_host, http_port)
@@ -161,6 +162,7 @@ class App:
         # services without this).
         gc.collect()
         gc.freeze()
+        self.server.release()
         self._mark_ready()
         while True:
             batch = await self.debouncer.next_batch()

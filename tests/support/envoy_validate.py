@@ -1,5 +1,6 @@
 """Turn a translated ResourceSet into a static Envoy bootstrap that `envoy --mode validate` can check:
-listeners get the RouteConfiguration named by their RDS inline, EDS clusters become STATIC with their
+listeners get the RouteConfiguration named by their RDS inline (a Scoped RDS listener: an inline scope per
+RouteConfiguration of the listener, `http.<port>/...`), EDS clusters become STATIC with their
 ClusterLoadAssignment as load_assignment."""
 
 from __future__ import annotations
@@ -32,6 +33,15 @@ def _inline_routes(listener: listener_pb2.Listener, routes: dict[str, route_pb2.
                 if name not in routes:
                     raise AssertionError(f"listener {listener.name} refers to missing RouteConfiguration {name}")
                 hcm.route_config.CopyFrom(routes[name])  # oneof: clears rds
+            elif hcm.HasField("scoped_routes") and hcm.scoped_routes.HasField("scoped_rds"):
+                sr = hcm.scoped_routes
+                mine = [n for n in sorted(routes) if n.startswith(sr.name + "/")]
+                sr.ClearField("scoped_rds")
+                for n in mine:
+                    scope = sr.scoped_route_configurations_list.scoped_route_configurations.add(name=n)
+                    scope.route_configuration.CopyFrom(routes[n])
+                    scope.key.fragments.add(string_key=sr.name)
+                    scope.key.fragments.add(string_key=n)
             f.typed_config.Pack(hcm)
     return out
 

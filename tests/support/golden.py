@@ -1,5 +1,5 @@
 """Golden-file helpers: load a case (input.yaml -> snapshot, waypoint under test), render a TranslateResult to
-the YAML files of expected/ (listeners, routes, clusters, endpoints, issues), compare or rewrite them."""
+the YAML files of expected/ (listeners, scoped_routes, routes, clusters, endpoints, issues), compare or rewrite them."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from istiod_lite.translate import TranslateResult, translate
 from istiod_lite.xds import types
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden"
-FILES = {"listeners": types.LISTENER, "routes": types.ROUTE, "clusters": types.CLUSTER, "endpoints": types.ENDPOINT}
+FILES = {"listeners": types.LISTENER, "scoped_routes": types.SCOPED_ROUTE, "routes": types.ROUTE,
+         "clusters": types.CLUSTER, "endpoints": types.ENDPOINT}
 _WAYPOINT_COMMENT = re.compile(r"^#\s*waypoint:\s*([\w.-]+)/([\w.-]+)\s*$", re.MULTILINE)
 
 

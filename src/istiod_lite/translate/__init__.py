@@ -6,8 +6,8 @@ resource map is built in name order. Reads like a table of contents:
 1. waypoint.resolve      the waypoint Gateway and the services bound to it (missing -> empty result + Issue)
 2. listeners             one Envoy listener per Gateway HTTP listener port, HCM with RDS
    tcp                   one Envoy listener per Gateway TCP listener port, tcp_proxy from VirtualService tcp[]
-3. routes                one RouteConfiguration per listener: a virtual host per bound service, VirtualService
-                         rules (route_match, route_action, retries), domains
+3. routes                a virtual host per bound service, VirtualService rules (route_match, route_action,
+                         retries), domains; route_scopes: Scoped RDS, a RouteConfiguration per service
 4. clusters              inbound-vip clusters of bound services (+ DestinationRule subsets), outbound clusters of
                          other destinations (cluster_policy for DestinationRule traffic policy)
 5. endpoints             one ClusterLoadAssignment per EDS cluster
@@ -49,21 +49,26 @@ def translate(snapshot: ConfigSnapshot, waypoint: ConfigKey,
               options: TranslateOptions = TranslateOptions()) -> TranslateResult:
     wp, problem = resolve(snapshot, waypoint, options)
     if wp is None:
-        empty = {t: {} for t in (types.LISTENER, types.ROUTE, types.CLUSTER, types.ENDPOINT)}
+        empty = {t: {} for t in (types.LISTENER, types.SCOPED_ROUTE, types.ROUTE, types.CLUSTER, types.ENDPOINT)}
         return TranslateResult(types.ResourceSet(empty), (problem,) if problem else ())
     drs = DestinationRules(wp)
-    out: dict[str, dict] = {types.LISTENER: {}, types.ROUTE: {}, types.CLUSTER: {}, types.ENDPOINT: {}}
+    out: dict[str, dict] = {types.LISTENER: {}, types.SCOPED_ROUTE: {}, types.ROUTE: {}, types.CLUSTER: {},
+                            types.ENDPOINT: {}}
     sources: dict[tuple[str, str], set[ConfigKey]] = {}
 
     refs = clusters.inbound_refs(wp, drs)
     for gl in wp.http_listeners():
-        lst = listeners.build_listener(wp, gl)
+        lr = routes.listener_routes(wp, drs, gl.port)
+        lst = listeners.build_listener(wp, gl, lr.scoped)
         out[types.LISTENER][lst.name] = lst
         sources[(types.LISTENER, lst.name)] = {wp.key}
-        rr = routes.route_configuration(wp, drs, gl.port)
-        out[types.ROUTE][rr.config.name] = rr.config
-        sources[(types.ROUTE, rr.config.name)] = rr.sources | routes.dr_sources(drs, rr.refs)
-        refs.extend(rr.refs)
+        for rr in lr.configs:
+            out[types.ROUTE][rr.config.name] = rr.config
+            sources[(types.ROUTE, rr.config.name)] = rr.sources | routes.dr_sources(drs, rr.refs)
+        for s in lr.scopes:
+            out[types.SCOPED_ROUTE][s.name] = s
+            sources[(types.SCOPED_ROUTE, s.name)] = set(lr.scope_sources[s.name])
+        refs.extend(lr.refs)
 
     for tl in tcp.build_listeners(wp, drs):
         out[types.LISTENER][tl.listener.name] = tl.listener

@@ -1,7 +1,8 @@
 """Virtual host domains: the host names a client may use for a service, unique across one RouteConfiguration.
 
 Forms, each also with ``:<service port>``: the hostname (FQDN / ServiceEntry host), for Kubernetes Services
-``name.ns.svc``, ``name.ns`` and ``name`` (model.hosts.kubernetes_short_names), and every VIP.
+``name.ns.svc``, ``name.ns`` and ``name`` (model.hosts.kubernetes_short_names), and every VIP; an IPv6 VIP is
+bracketed in both forms (``[2001:db8::a]``, ``[2001:db8::a]:80``), as it appears in a Host header (RFC 3986).
 Envoy rejects a RouteConfiguration where two virtual hosts share a domain, so each domain goes to one virtual
 host: the one whose form is most specific (hostname/VIP > ``name.ns.svc`` > ``name.ns`` > ``name``), ties by
 (namespace, hostname). The losing service gets a warning Issue naming the winner.
@@ -27,7 +28,8 @@ def candidates(service: Service, port: int, domain_suffix: str) -> list[tuple[st
     out: list[tuple[str, int]] = []
     seen: set[str] = set()
     for host, rank in base:
-        for d in (host.lower(), names.host_with_port(host.lower(), port)):
+        bare = f"[{host.lower()}]" if ":" in host and not host.startswith("[") else host.lower()
+        for d in (bare, names.host_with_port(host.lower(), port)):
             if d not in seen:
                 seen.add(d)
                 out.append((d, rank))

@@ -19,8 +19,10 @@ byte for byte per resource (tests/test_incremental_equivalence.py checks it afte
 change sequences). `affected(snapshot)` says which waypoints a snapshot can change at all, so the app never
 translates (or pushes) a waypoint no changed object reaches.
 
-Route granularity stays one RouteConfiguration per listener (see the report in issue 6: Scoped RDS is the
-planned mechanism); a changed virtual host is replaced in a copy of the previous RouteConfiguration.
+Route granularity (route_scopes.py): on a Scoped RDS listener a changed virtual host re-emits its service's own
+RouteConfiguration (one virtual host) and any shared-key RouteConfiguration holding it; scopes depend only on the
+domain assignment (waypoint shape), so they are built once per full translation. On a listener serving a wildcard
+host (one RouteConfiguration) the changed virtual host is replaced in a copy of the previous RouteConfiguration.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from istiod_lite.model.meta import ConfigKey, Issue
 from istiod_lite.model.service import Service
 from istiod_lite.model.snapshot import ConfigSnapshot
 from istiod_lite.translate import (TranslateResult, _issue_order, authz, authz_attach, clusters, domains,
-                                   dr_report, endpoints, listeners, names, routes, translate)
+                                   dr_report, endpoints, listeners, names, route_scopes, routes, translate)
 from istiod_lite.translate.destination_rules import DestinationRules, selector_issues
 from istiod_lite.translate.destinations import ClusterRef, inbound_ref
 from istiod_lite.translate.options import TranslateOptions
@@ -88,6 +90,9 @@ class _State:
     clusters: dict[str, _Cluster] = field(default_factory=dict)
     users: dict[str, set[str]] = field(default_factory=dict)  # cluster name -> unit hostnames
     dest_index: dict[str, set[str]] = field(default_factory=dict)  # destination hostname -> unit hostnames
+    plans: dict[int, route_scopes.ScopePlan] = field(default_factory=dict)  # Scoped RDS listener ports
+    shared_of: dict[int, dict[str, list[str]]] = field(default_factory=dict)  # port -> hostname -> shared configs
+    # single-RouteConfiguration listener ports (wildcard hosts):
     route_configs: dict[int, route_pb2.RouteConfiguration] = field(default_factory=dict)
     vh_index: dict[int, dict[str, int]] = field(default_factory=dict)
     route_sources: dict[int, Counter] = field(default_factory=dict)
@@ -328,16 +333,26 @@ class IncrementalTranslator:
         gls = wp.http_listeners()
         ports = tuple(gl.port for gl in gls)
         doms: dict[int, dict[str, list[str]]] = {}
+        plans: dict[int, route_scopes.ScopePlan] = {}
         for lp in ports:
             served = [(s, p.number) for s in wp.services if (p := served_port(s, lp)) is not None]
             doms[lp] = domains.assign(wp, served, names.listener_name(lp))
+            if route_scopes.is_scoped(doms[lp]):
+                plans[lp] = route_scopes.plan(lp, doms[lp], {names.virtual_host_name(s.hostname, p): s.hostname
+                                                             for s, p in served})
         near = frozenset({wp.namespace, snapshot.root_namespace} | {s.namespace for s in wp.services})
         st = _State(snapshot, wp.gateway, {s.hostname: s for s in wp.services},
                     {s.hostname.lower(): s.hostname for s in wp.services}, ports, doms, tuple(wp.issues), near)
+        st.plans = plans
+        for lp, plan in plans.items():
+            st.shared_of[lp] = {}
+            for name, vhs in plan.shared.items():
+                for v in vhs:
+                    st.shared_of[lp].setdefault(plan.vh_host[v], []).append(name)
         up = _Update(st, first=True)
         up.issues(st.base_issues, +1)
         for gl in gls:
-            lst = listeners.build_listener(wp, gl)
+            lst = listeners.build_listener(wp, gl, gl.port in plans)
             up.put(types.LISTENER, lst.name, lst)
             up.sources((types.LISTENER, lst.name), (str(wp.key),))
         touched: set[str] = set()
@@ -345,10 +360,21 @@ class IncrementalTranslator:
             unit = _build_unit(st, snapshot, self.options, svc)
             touched |= unit.refs.keys()
             self._set_unit(st, up, svc.hostname, unit)
+        for lp, plan in plans.items():
+            for h, u in st.units.items():
+                if lp in u.vhosts and u.vhosts[lp].name in plan.own:
+                    self._emit_own(st, up, lp, h, True, True)
+            for name in plan.shared:
+                self._emit_shared(st, up, lp, name)
+            keys = {h: s.key for h, s in st.services.items()}
+            for sc in plan.scopes():
+                up.put(types.SCOPED_ROUTE, sc.name, sc)
+            for name, src in plan.scope_sources(keys, wp.key).items():
+                up.sources((types.SCOPED_ROUTE, name), src)
         for lp in ports:
-            cfg = route_pb2.RouteConfiguration(name=names.route_config_name(lp))
-            cfg.validate_clusters.value = False
-            cfg.max_direct_response_body_size_bytes.value = routes.MAX_DIRECT_RESPONSE_BODY
+            if lp in plans:
+                continue
+            cfg = route_scopes.new_config(names.route_config_name(lp), False)
             hosts = sorted((u.vhosts[lp].name, h) for h, u in st.units.items() if lp in u.vhosts)
             cfg.virtual_hosts.extend(st.units[h].vhosts[lp] for _, h in hosts)
             st.route_configs[lp] = cfg
@@ -374,7 +400,8 @@ class IncrementalTranslator:
                 st.users.get(name, set()).discard(hostname)
             if old.sources != unit.sources:
                 for lp, src in old.sources.items():
-                    up.counter(lp).subtract(src)
+                    if lp not in st.plans:
+                        up.counter(lp).subtract(src)
             up.issues(old.issues, -1)
         st.units[hostname] = unit
         for h in unit.dest_hosts:
@@ -383,8 +410,25 @@ class IncrementalTranslator:
             st.users.setdefault(name, set()).add(hostname)
         if old is None or old.sources != unit.sources:
             for lp, src in unit.sources.items():
-                up.counter(lp).update(src)
+                if lp not in st.plans:
+                    up.counter(lp).update(src)
         up.issues(unit.issues, +1)
+
+    def _emit_own(self, st: _State, up: _Update, lp: int, hostname: str, message: bool, sources: bool) -> None:
+        """The service's own RouteConfiguration on Scoped RDS listener `lp` (its message and/or sources)."""
+        name = names.service_route_config_name(lp, hostname)
+        unit = st.units[hostname]
+        if message:
+            up.put(types.ROUTE, name, route_scopes.with_vhosts(name, [unit.vhosts[lp]]))
+        if sources:
+            up.sources((types.ROUTE, name), tuple(sorted({str(st.gateway.key)} | {str(k) for k in unit.sources[lp]})))
+
+    def _emit_shared(self, st: _State, up: _Update, lp: int, name: str) -> None:
+        plan = st.plans[lp]
+        hosts = [plan.vh_host[v] for v in plan.shared[name]]
+        up.put(types.ROUTE, name, route_scopes.with_vhosts(name, [st.units[h].vhosts[lp] for h in hosts]))
+        src = {str(st.gateway.key)} | {str(k) for h in hosts for k in st.units[h].sources[lp]}
+        up.sources((types.ROUTE, name), tuple(sorted(src)))
 
     def _sync_clusters(self, st: _State, up: _Update, snapshot: ConfigSnapshot, names_: set[str], fresh: set[str],
                        dirty_hosts: set[str]) -> None:
@@ -524,15 +568,21 @@ class IncrementalTranslator:
                         st.services_tuple = None
         touched: set[str] = set()
         route_ports: dict[int, list[str]] = {}
+        scoped: list[tuple[int, str, bool, bool]] = []  # (port, hostname, vhost changed, sources changed)
         for hostname in sorted(units):
             old = st.units[hostname]
             unit = _build_unit(st, snapshot, self.options, st.services[hostname])
             if unit.vhosts.keys() != old.vhosts.keys():
                 raise _Full()
             for lp, vh in unit.vhosts.items():
-                if old.vhosts[lp] == vh:
+                same = old.vhosts[lp] == vh
+                if same:
                     unit.vhosts[lp] = old.vhosts[lp]
-                else:
+                if lp in st.plans:
+                    src_changed = old.sources.get(lp) != unit.sources.get(lp)
+                    if not same or src_changed:
+                        scoped.append((lp, hostname, not same, src_changed))
+                elif not same:
                     route_ports.setdefault(lp, []).append(hostname)
             touched |= old.refs.keys() | unit.refs.keys()
             self._set_unit(st, up, hostname, unit)
@@ -541,6 +591,13 @@ class IncrementalTranslator:
                 if len(hosts) > 8 else {n for h in hosts for n in self._clusters_of_host(st, h)}
         if touched:
             self._sync_clusters(st, up, snapshot, touched, units, hosts)
+        shared: set[tuple[int, str]] = set()
+        for lp, hostname, vh_changed, src_changed in scoped:
+            if st.units[hostname].vhosts[lp].name in st.plans[lp].own:
+                self._emit_own(st, up, lp, hostname, vh_changed, src_changed)
+            shared.update((lp, name) for name in st.shared_of[lp].get(hostname, ()))
+        for lp, name in sorted(shared):
+            self._emit_shared(st, up, lp, name)
         for lp, changed_hosts in route_ports.items():
             cfg = route_pb2.RouteConfiguration()
             cfg.CopyFrom(st.route_configs[lp])
@@ -578,7 +635,7 @@ class IncrementalTranslator:
     # ---- output ----------------------------------------------------------------------------------------
     def _result(self, st: _State, up: _Update, snapshot: ConfigSnapshot) -> TranslateResult:
         out: dict[str, dict[str, object]] = {}
-        for type_url in (types.LISTENER, types.ROUTE, types.CLUSTER, types.ENDPOINT):
+        for type_url in (types.LISTENER, types.SCOPED_ROUTE, types.ROUTE, types.CLUSTER, types.ENDPOINT):
             prev = st.out.get(type_url, {})
             patch = up.patches.get(type_url)
             if not patch:

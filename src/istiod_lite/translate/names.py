@@ -2,7 +2,11 @@
 
 Naming rules (stable, so xDS diffs stay small):
 - Listener for a waypoint Gateway listener of protocol HTTP on port P: ``http-P`` (one Envoy listener per port).
-- Its RouteConfiguration (RDS): ``http.P``.
+- Its routes (route_scopes.py): Scoped RDS, ``scoped_routes.name`` ``http.P``; a ScopedRouteConfiguration
+  ``http.P|KEY`` per scope key (a host form without port) naming the RouteConfiguration ``http.P/HOST`` of the
+  one service owning the key, or ``http.P/key/KEY`` shared by the services whose forms share a key (IPv6 VIPs).
+  Listeners serving a wildcard host keep one RouteConfiguration ``http.P`` (RDS).
+  The HCM sets request header ``x-istiod-lite-listener-port: P`` (scope key fragment 1); the routes remove it.
 - Listener for a waypoint Gateway listener of protocol TCP on port P: ``tcp-P`` (tcp_proxy, no RDS).
 - One VirtualHost per bound service: ``<service hostname>:<served service port>``.
 - Clusters (Istio's ``model.BuildSubsetKey`` = ``dir|port|subset|host``):
@@ -25,6 +29,8 @@ PREVIOUS_HOSTS_PREDICATE = "envoy.retry_host_predicates.previous_hosts"
 PREVIOUS_PRIORITIES = "envoy.retry_priorities.previous_priorities"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 DEFAULT_ROUTE = "default"
+EARLY_HEADER_MUTATION = "envoy.http.early_header_mutation.header_mutation"
+LISTENER_PORT_HEADER = "x-istiod-lite-listener-port"
 
 
 def listener_name(port: int) -> str:
@@ -33,6 +39,18 @@ def listener_name(port: int) -> str:
 
 def route_config_name(port: int) -> str:
     return f"http.{port}"
+
+
+def service_route_config_name(port: int, hostname: str) -> str:
+    return f"http.{port}/{hostname}"
+
+
+def shared_route_config_name(port: int, key: str) -> str:
+    return f"http.{port}/key/{key}"
+
+
+def route_scope_name(port: int, key: str) -> str:
+    return f"http.{port}|{key}"
 
 
 def virtual_host_name(hostname: str, port: int) -> str:

@@ -1,4 +1,5 @@
-"""RouteConfigurations: one per HTTP listener (``http.<port>``), one VirtualHost per bound service.
+"""Routes of a plain HTTP listener: one VirtualHost per bound service, laid out by route_scopes.py (Scoped RDS:
+a RouteConfiguration per service; a listener serving a wildcard host: one RouteConfiguration ``http.<port>``).
 
 Orchestrates: VirtualService selection (`select_virtual_services`), matches (route_match.py), actions
 (route_action.py: destinations, redirect/directResponse, rewrite, headers, timeout, retries, mirrors, fault and
@@ -24,13 +25,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from envoy.config.route.v3 import route_components_pb2 as rc
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 
 from istiod_lite.model.hosts import host_matches, resolve_short_name
 from istiod_lite.model.istio import IstioConfig
 from istiod_lite.model.meta import ConfigKey, warning
 from istiod_lite.model.service import Service, ServicePort
-from istiod_lite.translate import authz, domains, names
+from istiod_lite.translate import authz, domains, names, route_scopes
 from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.destinations import ClusterRef, inbound_ref
 from istiod_lite.translate.route_action import build_action, default_action
@@ -43,7 +44,7 @@ RULE_FIELDS = frozenset({"name", "match", "route", "redirect", "directResponse",
 DESTINATION_FIELDS = frozenset({"destination", "weight", "headers"})
 # Istio sets RouteConfiguration.max_direct_response_body_size_bytes to 1 MiB (Envoy's default is 4 KiB); the
 # validation limit for directResponse bodies is the same 1 MiB.
-MAX_DIRECT_RESPONSE_BODY = 1024 * 1024
+MAX_DIRECT_RESPONSE_BODY = route_scopes.MAX_DIRECT_RESPONSE_BODY
 
 
 @dataclass
@@ -176,25 +177,60 @@ def virtual_host(wp: Waypoint, drs: DestinationRules, svc: Service, port: Servic
     return vh
 
 
-def route_configuration(wp: Waypoint, drs: DestinationRules, listener_port: int) -> RouteResult:
+@dataclass
+class ListenerRoutes:
+    """The routes of one HTTP listener: RouteConfigurations (with their refs and sources) and, when scoped, the
+    ScopedRouteConfigurations naming them (`scope_sources`: scope name -> sources)."""
+
+    scoped: bool
+    configs: list[RouteResult]
+    refs: list[ClusterRef]
+    scopes: list[scoped_route_pb2.ScopedRouteConfiguration] = field(default_factory=list)
+    scope_sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def served_domains(wp: Waypoint, listener_port: int) -> tuple[list[tuple[Service, ServicePort]], dict[str, list[str]]]:
     served: list[tuple[Service, ServicePort]] = []
     for svc in wp.services:
         p = served_port(svc, listener_port)
         if p is not None:
             served.append((svc, p))
-    cfg = route_pb2.RouteConfiguration(name=names.route_config_name(listener_port))
-    cfg.validate_clusters.value = False
-    cfg.max_direct_response_body_size_bytes.value = MAX_DIRECT_RESPONSE_BODY
-    result = RouteResult(cfg, sources={wp.key})
     doms = domains.assign(wp, [(s, p.number) for s, p in served], names.listener_name(listener_port))
-    vhosts = []
+    return served, doms
+
+
+def listener_routes(wp: Waypoint, drs: DestinationRules, listener_port: int) -> ListenerRoutes:
+    served, doms = served_domains(wp, listener_port)
+    built: list[tuple[Service, rc.VirtualHost, RouteResult]] = []
+    refs: list[ClusterRef] = []
     for svc, p in served:
         vh_name = names.virtual_host_name(svc.hostname, p.number)
         if not doms[vh_name]:
             continue
-        vhosts.append(virtual_host(wp, drs, svc, p, doms[vh_name], result, listener_port))
-    cfg.virtual_hosts.extend(sorted(vhosts, key=lambda v: v.name))
-    return result
+        rr = RouteResult(route_pb2.RouteConfiguration())
+        built.append((svc, virtual_host(wp, drs, svc, p, doms[vh_name], rr, listener_port), rr))
+        refs.extend(rr.refs)
+    if not route_scopes.is_scoped(doms):
+        cfg = route_scopes.with_vhosts(names.route_config_name(listener_port), [vh for _, vh, _ in built], False)
+        result = RouteResult(cfg, refs, {wp.key})
+        for _, _, rr in built:
+            result.sources |= rr.sources
+        return ListenerRoutes(False, [result], refs)
+    plan = route_scopes.plan(listener_port, doms, {vh.name: svc.hostname for svc, vh, _ in built})
+    by_vh = {vh.name: (svc, vh, rr) for svc, vh, rr in built}
+    configs = []
+    for svc, vh, rr in built:
+        if vh.name in plan.own:
+            cfg = route_scopes.with_vhosts(names.service_route_config_name(listener_port, svc.hostname), [vh])
+            configs.append(RouteResult(cfg, list(rr.refs), {wp.key} | rr.sources))
+    for name, vhs in plan.shared.items():
+        result = RouteResult(route_scopes.with_vhosts(name, [by_vh[v][1] for v in vhs]), [], {wp.key})
+        for v in vhs:
+            result.refs.extend(by_vh[v][2].refs)
+            result.sources |= by_vh[v][2].sources
+        configs.append(result)
+    keys = {svc.hostname: svc.key for svc, _, _ in built}
+    return ListenerRoutes(True, configs, refs, plan.scopes(), plan.scope_sources(keys, wp.key))
 
 
 def dr_sources(drs: DestinationRules, refs: list[ClusterRef]) -> set[ConfigKey]:

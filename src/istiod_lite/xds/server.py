@@ -27,13 +27,13 @@ from envoy.service.discovery.v3 import discovery_pb2
 from istiod_lite.xds import delta, sotw
 from istiod_lite.xds.cache import EMPTY, SnapshotCache
 from istiod_lite.xds.subscription import TypeState
-from istiod_lite.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SCOPED_ROUTE, SHORT_NAMES
+from istiod_lite.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES
 
 log = logging.getLogger(__name__)
 
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 _MAKE_FIRST = (CLUSTER, ENDPOINT)  # listeners/routes wait for these to be ACKed
-_BREAK_AFTER = (LISTENER, SCOPED_ROUTE, ROUTE)  # cluster/endpoint removals wait for these to settle
+_BREAK_AFTER = (LISTENER, ROUTE)  # cluster/endpoint removals wait for these to settle (scopes name no cluster)
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,8 @@ class AdsServer:
         self._ids = itertools.count(1)
         self._server: grpc.aio.Server | None = None
         self._push_slots = asyncio.Semaphore(max_concurrent_pushes)
+        self._open = asyncio.Event()  # streams are answered only once the cache holds a complete first state
+        self._open.set()
 
     # ---- lifecycle ----
     async def start(self, address: str = "127.0.0.1:0", credentials: grpc.ServerCredentials | None = None) -> int:
@@ -217,7 +219,17 @@ class AdsServer:
     async def _serve_delta(self, request_iterator, context) -> None:
         await self._serve(delta, context)
 
+    def hold(self) -> None:
+        """Accept connections but answer no stream until `release()`: a restarted control plane whose cache is
+        still empty would otherwise tell a reconnecting proxy (Delta initial_resource_versions) that every
+        resource it has was removed."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
     async def _serve(self, proto, context: grpc.aio.ServicerContext) -> None:
+        await self._open.wait()
         first = await context.read()
         if first is grpc.aio.EOF:
             return
@@ -335,6 +347,7 @@ class AdsServer:
         self._abandon_expired(stream, now)
         resources = self.cache.get(stream.group)
         out = []
+        settled: bool | None = None
         for type_url in stream.ordered_types():
             ts = stream.types[type_url]
             if not ts.requested or ts.pending is not None:
@@ -343,9 +356,9 @@ class AdsServer:
                 stream.types[t].pending is not None for t in _MAKE_FIRST if t in stream.types
             ):
                 continue  # make before break: clusters/endpoints first
-            allow_removals = type_url not in _MAKE_FIRST or all(
-                self._settled(stream, t, resources) for t in _BREAK_AFTER
-            )
+            if type_url in _MAKE_FIRST and settled is None:  # once per plan: each check diffs a whole type
+                settled = all(self._settled(stream, t, resources) for t in _BREAK_AFTER)
+            allow_removals = type_url not in _MAKE_FIRST or bool(settled)
             nonce = f"{stream.id}-{next(stream.nonces)}"
             before = dict(ts.known)
             built = stream.proto.build(ts, resources.get(type_url, EMPTY), allow_removals, nonce, now)
@@ -373,11 +386,12 @@ class AdsServer:
 
 def _resend_endpoints_sotw(eds: TypeState | None, clusters, before: dict[str, str], sent: dict[str, str]) -> None:
     """SotW: an updated EDS cluster re-warms and waits for its ClusterLoadAssignment, but Envoy re-requests
-    the same names (no visible change), so the server answers EDS again after such a CDS response."""
+    the same names (no visible change), so the server answers EDS again (with those assignments) after such a CDS
+    response."""
     if eds is None or not eds.requested:
         return
     for name, version in sent.items():
         entry = clusters.get(name)
         if name in before and before[name] != version and entry is not None and entry.eds_name in eds.names:
             eds.must_respond = True
-            return
+            eds.known.pop(entry.eds_name, None)  # SotW EDS sends only what the proxy lacks: resend this one

@@ -1,4 +1,7 @@
-"""State-of-the-World ADS: every response carries the full set (LDS/CDS) or every requested name (EDS/RDS).
+"""State-of-the-World ADS: a response for a wildcard type (LDS/CDS/SRDS) carries the full set; for a named type
+(RDS/EDS/SDS) it carries the requested resources the proxy does not have at their current version (Envoy's SotW
+mux updates only the watches whose resources a response names, so one changed RouteConfiguration among 5,000
+costs Envoy one, bench/route_granularity.py). `version_info` is the version of the whole requested content.
 
 A request is classified by nonce and version: ACK = the version we sent + its nonce; NACK = an older version
 + the nonce + `error_detail`; after recovery Envoy may ACK the new version while still carrying the old
@@ -63,21 +66,25 @@ def build(
     version = aggregate_version(carried.values())
     if not ts.must_respond and version == ts.sotw_version:
         return None  # includes: the same content was NACKed; wait for the cache to change
+    if ts.type_url in WILDCARD_TYPES:
+        sent = carried
+    else:  # named type: only what the proxy lacks (unknown after a NACK / ACK timeout counts as lacking)
+        sent = {n: e for n, e in carried.items() if ts.known.get(n) != e.version}
     body = b"".join(
         [
             wire.ld_str(1, version),
-            *(e.sotw_frame for e in carried.values()),
+            *(e.sotw_frame for e in sent.values()),
             wire.ld_str(4, ts.type_url),
             wire.ld_str(5, nonce),
         ]
     )
     removed = tuple(name for name in ts.sotw_sent if name not in carried)
-    pending = Pending(nonce, now, version, entries.version, {n: e.version for n, e in carried.items()}, removed)
+    pending = Pending(nonce, now, version, entries.version, {n: e.version for n, e in sent.items()}, removed)
     ts.sotw_sent = carried
     ts.sotw_version = version
-    ts.known = {n: e.version for n, e in carried.items()}
-    ts.record_sent(pending, len(carried))
-    return body, len(carried)
+    ts.known = {n: (ts.known[n] if n not in sent and n in ts.known else e.version) for n, e in carried.items()}
+    ts.record_sent(pending, len(sent))
+    return body, len(sent)
 
 
 def in_sync(ts: TypeState, entries: TypeResources) -> bool:

@@ -9,18 +9,23 @@ from google.protobuf.message import Message
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+SCOPED_ROUTE = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
-# Make before break: clusters, then their endpoints, then listeners, then their routes (removals in reverse).
-PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
-# Types whose SotW responses must carry every resource (the others are per named resource).
-WILDCARD_TYPES = frozenset({LISTENER, CLUSTER})
+# Make before break: clusters, then their endpoints, then listeners, then their route scopes, then the routes the
+# scopes name (removals in reverse).
+PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE, SECRET)
+# Types Envoy subscribes as (legacy) wildcard: SotW responses carry every resource, and a Delta first request with
+# no names is a wildcard subscription. Envoy 1.40 subscribes LDS, CDS and SRDS (scoped_rds without
+# srds_resources_locator) that way; EDS, RDS and SDS by name.
+WILDCARD_TYPES = frozenset({LISTENER, CLUSTER, SCOPED_ROUTE})
 
 SHORT_NAMES: Mapping[str, str] = {
     LISTENER: "LDS",
     ROUTE: "RDS",
+    SCOPED_ROUTE: "SRDS",
     CLUSTER: "CDS",
     ENDPOINT: "EDS",
     SECRET: "SDS",
