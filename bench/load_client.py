@@ -25,6 +25,7 @@ import grpc
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import scoped_route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
@@ -33,6 +34,7 @@ CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+SCOPED_ROUTE = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 STREAMS_PER_CHANNEL = 50
 _parsed: dict[tuple[str, str, str], tuple[str, ...]] = {}  # (type, name, version) -> referenced names
@@ -60,7 +62,13 @@ def referenced(res) -> tuple[str, ...]:
                     f.typed_config.Unpack(hcm)
                     if hcm.HasField("rds"):
                         names.append(hcm.rds.route_config_name)
+                    elif hcm.HasField("scoped_routes"):
+                        names.append(SCOPED_ROUTE)  # scoped RDS: a wildcard SRDS subscription
         out = tuple(names)
+    elif res.resource.type_url == SCOPED_ROUTE:
+        scope = scoped_route_pb2.ScopedRouteConfiguration()
+        res.resource.Unpack(scope)
+        out = (scope.route_configuration_name,)
     _parsed[key] = out
     return out
 
@@ -89,11 +97,17 @@ class Stream:
         for type_url in (CLUSTER, LISTENER):
             queue.put_nowait(discovery_pb2.DeltaDiscoveryRequest(node=self.node, type_url=type_url))
         subscribed: dict[str, set[str]] = {ENDPOINT: set(), ROUTE: set()}
+        scoped = False
         call = stub.DeltaAggregatedResources(requests())
         async for resp in call:
-            wanted = {CLUSTER: ENDPOINT, LISTENER: ROUTE}.get(resp.type_url)
+            wanted = {CLUSTER: ENDPOINT, LISTENER: ROUTE, SCOPED_ROUTE: ROUTE}.get(resp.type_url)
             if wanted is not None:
                 names = {n for r in resp.resources for n in referenced(r)} - subscribed[wanted]
+                if SCOPED_ROUTE in names:
+                    names.discard(SCOPED_ROUTE)
+                    if not scoped:  # like Envoy 1.40: SRDS is a wildcard (empty first subscribe)
+                        scoped = True
+                        queue.put_nowait(discovery_pb2.DeltaDiscoveryRequest(type_url=SCOPED_ROUTE))
                 if names:
                     subscribed[wanted] |= names
                     queue.put_nowait(discovery_pb2.DeltaDiscoveryRequest(
