@@ -66,3 +66,25 @@ def backend_factory(tmp_path: Path):
 @pytest.fixture
 def free_port():
     return _free_port
+
+
+@pytest.fixture
+def fake():
+    """An in-process Kubernetes API server (tests/support/fake_apiserver.py), stopped at teardown."""
+    from testsupport.fake_apiserver import FakeApiServer
+
+    server = FakeApiServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def api(fake):
+    """The real `kubernetes` ApiClient pointed at `fake`."""
+    client = fake.api_client()
+    try:
+        yield client
+    finally:
+        client.close()

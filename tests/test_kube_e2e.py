@@ -20,15 +20,6 @@ WAYPOINT = "default/waypoint"
 
 
 @pytest.fixture
-def fake():
-    server = FakeApiServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def procs():
     group = ProcessGroup()
     try:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from istiod_lite.ops.leader import LeaderElector
-from testsupport.fake_apiserver import FakeApiServer
 
 LEASE_PATH = "/apis/coordination.k8s.io/v1/namespaces/istio-system/leases/istiod-lite"
 
@@ -23,24 +21,6 @@ class Clock:
 
     def wall(self) -> datetime:
         return datetime(2025, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=self.t - 1000.0)
-
-
-@pytest.fixture
-def fake():
-    server = FakeApiServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def api(fake):
-    client = fake.api_client()
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def elector(api, identity, clock):

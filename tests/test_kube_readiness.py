@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import pytest
 import yaml
 
 from istiod_lite.model.meta import ConfigKey
@@ -17,27 +16,8 @@ from istiod_lite.ops.waypoint_objects import MANAGED_BY, MANAGED_BY_LABEL
 from istiod_lite.ops.waypoint_readiness import DeploymentReadiness
 from istiod_lite.sources.kube import KubeSource
 from istiod_lite.sources.kube_kinds import WAYPOINT_DEPLOYMENTS
-from testsupport.fake_apiserver import FakeApiServer
 
 GW = ConfigKey("Gateway", "shop", "lite")
-
-
-@pytest.fixture
-def fake():
-    server = FakeApiServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def api(fake):
-    client = fake.api_client()
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 async def until(predicate, timeout: float = 10.0, what: str = "condition"):

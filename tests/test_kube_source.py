@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import copy
 
-import pytest
 
 from istiod_lite.model.meta import ConfigKey
 from istiod_lite.model.store import ConfigStore
@@ -100,15 +99,6 @@ class Sleeps:
     async def __call__(self, delay: float) -> None:
         self.delays.append(delay)
         await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-def fake():
-    server = FakeApiServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @contextlib.asynccontextmanager

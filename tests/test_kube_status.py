@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import pytest
 import yaml
 
 from istiod_lite.model.meta import ConfigKey, error
 from istiod_lite.model.store import snapshot_from_text
 from istiod_lite.ops.status_writer import StatusWriter, compute_statuses
-from testsupport.fake_apiserver import FakeApiServer
 
 BASE = """
 apiVersion: v1
@@ -157,24 +155,6 @@ spec:
     c2 = cond(compute_statuses(snap, [translate_issue])[ConfigKey("VirtualService", "default", "reviews")])
     assert c2["status"] == "False" and c2["message"] == "spec.http[0].retries.retryOn: unknown retry condition " \
                                                        "'sometimes'"
-
-
-@pytest.fixture
-def fake():
-    server = FakeApiServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def api(fake):
-    client = fake.api_client()
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 class Clock:

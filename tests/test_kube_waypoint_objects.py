@@ -18,7 +18,6 @@ import yaml
 from istiod_lite.model.store import snapshot_from_text
 from istiod_lite.ops.waypoint_objects import (RBAC_RULES, WaypointApplier, WaypointOptions, desired_objects,
                                               gateway_class, parse_classes, waypoint_objects)
-from testsupport.fake_apiserver import FakeApiServer
 
 GOLDEN = Path(__file__).resolve().parent / "golden_waypoint_objects"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "input.yaml").is_file())
@@ -143,15 +142,6 @@ def test_third_party_waypoint_objects():
 def test_apply_needs_create_and_patch():
     """Server-side apply of an object that does not exist yet is a create on a real API server."""
     assert all(set(verbs) == {"create", "patch"} for _, _, verbs in RBAC_RULES)
-
-
-@pytest.fixture
-def fake():
-    server = FakeApiServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_applier_server_side_applies_only_changes(fake):
