@@ -16,6 +16,7 @@ from istiod_lite.ops.waypoint_objects import MANAGED_BY, MANAGED_BY_LABEL
 from istiod_lite.ops.waypoint_readiness import DeploymentReadiness
 from istiod_lite.sources.kube import KubeSource
 from istiod_lite.sources.kube_kinds import WAYPOINT_DEPLOYMENTS
+from testsupport.fake_apiserver import FakeApiServer
 
 GW = ConfigKey("Gateway", "shop", "lite")
 
