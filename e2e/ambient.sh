@@ -29,7 +29,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 HERE="$ROOT/e2e/ambient"
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 
-log() { printf '\n=== %s\n' "$*"; }
+E2E_NAME=e2e-ambient
+# shellcheck source=e2e/lib.sh
+source "$ROOT/e2e/lib.sh"
 dump() {
   kubectl -n istio-system logs deploy/istiod-lite --tail=80 2>/dev/null || true
   kubectl -n istio-system logs deploy/istiod --tail=40 2>/dev/null || true
@@ -37,8 +39,6 @@ dump() {
   kubectl -n "$NS" get pods,svc,deploy,gateway -o wide 2>/dev/null || true
   kubectl -n "$NS" get gateway lite-waypoint -o yaml 2>/dev/null || true
 }
-fail() { printf '\nFAIL: %s\n' "$*" >&2; dump; exit 1; }
-need() { command -v "$1" >/dev/null || { echo "e2e-ambient: '$1' is required (see README: Kubernetes e2e)" >&2; exit 2; }; }
 need docker; need kind; need kubectl; need istioctl
 [[ -x "$PYTHON" ]] || { echo "e2e-ambient: $PYTHON not found (run make install)" >&2; exit 2; }
 client_version=$(istioctl version --remote=false 2>/dev/null | head -1 | tr -d '[:space:]' | sed 's/.*://')
@@ -52,16 +52,6 @@ cleanup() {
   if [[ "${KEEP_CLUSTER:-0}" != "1" && "${CREATED:-0}" == "1" ]]; then kind delete cluster --name "$CLUSTER"; fi
 }
 trap cleanup EXIT
-
-# poll CMD until it succeeds (or TIMEOUT seconds pass)
-until_ok() {
-  local timeout=$1; shift
-  local deadline=$((SECONDS + timeout))
-  until "$@" >/dev/null 2>&1; do
-    (( SECONDS < deadline )) || return 1
-    sleep 2
-  done
-}
 
 # curl from a client deployment to the reviews Service (ztunnel captures it); prints "<http code> <body>"
 req() {

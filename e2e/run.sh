@@ -20,13 +20,13 @@ NS=e2e
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 HERE="$ROOT/e2e"
 
-log() { printf '\n=== %s\n' "$*"; }
-fail() { printf '\nFAIL: %s\n' "$*" >&2; dump; exit 1; }
+E2E_NAME=e2e
+# shellcheck source=e2e/lib.sh
+source "$ROOT/e2e/lib.sh"
 dump() {
   kubectl -n istio-system logs deploy/istiod-lite --tail=80 2>/dev/null || true
   kubectl -n "$NS" get pods,svc,deploy,gateway -o wide 2>/dev/null || true
 }
-need() { command -v "$1" >/dev/null || { echo "e2e: '$1' is required (see README: Kubernetes e2e)" >&2; exit 2; }; }
 need docker; need kind; need kubectl
 
 cleanup() {
@@ -34,16 +34,6 @@ cleanup() {
   if [[ "${KEEP_CLUSTER:-0}" != "1" && "${CREATED:-0}" == "1" ]]; then kind delete cluster --name "$CLUSTER"; fi
 }
 trap cleanup EXIT
-
-# poll CMD until it succeeds (or TIMEOUT seconds pass)
-until_ok() {
-  local timeout=$1; shift
-  local deadline=$((SECONDS + timeout))
-  until "$@" >/dev/null 2>&1; do
-    (( SECONDS < deadline )) || return 1
-    sleep 2
-  done
-}
 
 # curl from the client pod through the waypoint's HTTP listener, with Host: reviews
 # prints "<http code> <body>"
