@@ -73,7 +73,7 @@ class SnapshotBuilder:
         self._slices: dict[ConfigKey, KubeEndpointSlice] = {}
         self._slices_of: dict[tuple[str, str], set[ConfigKey]] = {}  # (ns, service) -> slice keys
         self._pods: dict[ConfigKey, KubePod] = {}
-        self._pod_users: dict[ConfigKey, set[tuple[str, str]]] = {}  # pod -> (ns, service) using it
+        self._pod_slices: dict[ConfigKey, dict[ConfigKey, ConfigKey]] = {}  # Pod -> {EndpointSlice: Service}
         self._entries: dict[ConfigKey, IstioConfig] = {}
         self._istio = {kind: SortedTable(_created_then_key) for kind in _ISTIO_KINDS}
         self._services = SortedTable(lambda s: (s.hostname, s.meta.key))
@@ -110,8 +110,7 @@ class SnapshotBuilder:
             self._update_slice(key, value if isinstance(value, KubeEndpointSlice) else None)
         elif kind == "Pod":
             self._set(self._pods, key, value if isinstance(value, KubePod) else None)
-            for ns, name in self._pod_users.get(key, ()):
-                self._dirty.add(ConfigKey("Service", ns, name))
+            self._dirty |= self.services_of_pod(key)
         elif kind in self._istio:
             if isinstance(value, IstioConfig):
                 self._istio[kind].put(key, value)
@@ -128,18 +127,27 @@ class SnapshotBuilder:
     def _update_slice(self, key: ConfigKey, value: KubeEndpointSlice | None) -> None:
         old = self._slices.pop(key, None)
         for sl in (old, value):
-            if sl is None:
-                continue
-            owner = (key.namespace, sl.service)
-            self._dirty.add(ConfigKey("Service", *owner))
-            for ep in sl.endpoints:
-                if ep.pod:
-                    self._pod_users.setdefault(ConfigKey("Pod", key.namespace, ep.pod), set()).add(owner)
+            if sl is not None:
+                self._dirty.add(ConfigKey("Service", key.namespace, sl.service))
+        if old is not None:
+            for pod in _pods(key.namespace, old):
+                users = self._pod_slices.get(pod, {})
+                users.pop(key, None)
+                if not users:
+                    self._pod_slices.pop(pod, None)
+        if value is not None:
+            service = ConfigKey("Service", key.namespace, value.service)
+            for pod in _pods(key.namespace, value):
+                self._pod_slices.setdefault(pod, {})[key] = service
         if old is not None:
             self._slices_of.get((key.namespace, old.service), set()).discard(key)
         if value is not None:
             self._slices[key] = value
             self._slices_of.setdefault((key.namespace, value.service), set()).add(key)
+
+    def services_of_pod(self, pod: ConfigKey) -> set[ConfigKey]:
+        """The Services whose EndpointSlices name this Pod (its labels feed their subsets)."""
+        return set(self._pod_slices.get(pod, {}).values())
 
     # ---- build -----------------------------------------------------------------------------------------
     def build(self, issues: list[Issue], version: int, *, base_version: int | None = None,
@@ -199,3 +207,7 @@ class SnapshotBuilder:
                 self._bound_issues[(key, s.hostname)] = problems
             else:
                 self._bound_issues.pop((key, s.hostname), None)
+
+
+def _pods(namespace: str, sl: KubeEndpointSlice) -> set[ConfigKey]:
+    return {ConfigKey("Pod", namespace, ep.pod) for ep in sl.endpoints if ep.pod}

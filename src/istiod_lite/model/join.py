@@ -5,7 +5,7 @@ labels, ServiceEntry hosts, and the `istio.io/use-waypoint` binding (service lab
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from istiod_lite.model.gateway import Gateway
 from istiod_lite.model.istio import IstioConfig
@@ -31,24 +31,6 @@ def port_protocol(name: str, app_protocol: str | None, l4: str = "TCP") -> str:
         return _APP_PROTOCOLS.get(app_protocol.lower(), "UNKNOWN")
     prefix = name.split("-", 1)[0].lower()
     return _APP_PROTOCOLS.get(prefix, "UNKNOWN")
-
-
-def kubernetes_services(services: Iterable[KubeService], slices: Iterable[KubeEndpointSlice],
-                        pods: Mapping[ConfigKey, KubePod], domain_suffix: str) -> list[tuple[ObjectMeta, Service]]:
-    by_service = slices_by_service(slices)
-    return [(svc.meta, kubernetes_service(svc, by_service.get((svc.meta.key.namespace, svc.meta.key.name), []),
-                                          pods, domain_suffix))
-            for svc in services]
-
-
-def slices_by_service(slices: Iterable[KubeEndpointSlice]) -> dict[tuple[str, str], list[KubeEndpointSlice]]:
-    """(namespace, service name) -> its EndpointSlices, in key order."""
-    out: dict[tuple[str, str], list[KubeEndpointSlice]] = {}
-    for sl in slices:
-        out.setdefault((sl.meta.key.namespace, sl.service), []).append(sl)
-    for v in out.values():
-        v.sort(key=lambda s: s.meta.key.name)
-    return out
 
 
 def kubernetes_service(svc: KubeService, slices: list[KubeEndpointSlice], pods: Mapping[ConfigKey, KubePod],

@@ -25,7 +25,6 @@ class ServiceJoiner:
         self._kube: dict[ConfigKey, tuple[tuple[object, ...], list[Service]]] = {}
         self._entries: dict[ConfigKey, tuple[IstioConfig, list[Service]]] = {}
         self._bound: dict[tuple[ConfigKey, str], tuple[Service, Service, list[Issue]]] = {}
-        self.joined = 0  # services joined anew (for tests)
 
     def kube_service(self, svc: KubeService, slices: list[KubeEndpointSlice],
                      pods: Mapping[ConfigKey, KubePod]) -> list[Service]:
@@ -35,7 +34,6 @@ class ServiceJoiner:
         if cached is not None and _same(cached[0], inputs):
             return cached[1]
         services = [join.kubernetes_service(svc, slices, pods, self.domain_suffix)]
-        self.joined += 1
         self._kube[key] = (inputs, services)
         return services
 
@@ -44,7 +42,6 @@ class ServiceJoiner:
         if cached is not None and cached[0] is se:
             return cached[1]
         services = join.service_entry_services(se)
-        self.joined += len(services)
         self._entries[se.key] = (se, services)
         return services
 

@@ -41,7 +41,6 @@ class ConfigStore:
         self._built: ConfigSnapshot | None = None  # the last built snapshot (base of `changed`)
         self._resolved: dict[ConfigKey, Parsed] = {}  # the definition used for each key
         self._key_issues: dict[ConfigKey, list[Issue]] = {}  # parse/duplicate issues of each key
-        self._pod_slices: dict[ConfigKey, dict[ConfigKey, ConfigKey]] = {}  # Pod -> {EndpointSlice: Service}
         self._builder = SnapshotBuilder(root_namespace, domain_suffix)
 
     # ---- sink API (sources.base.ConfigSink) -----------------------------------------------------------
@@ -142,18 +141,17 @@ class ConfigStore:
         for key in keys:
             self._resolve(key)
         parsed = self._resolved
-        self._update_pod_services(previous)
         issues: list[Issue] = []
         for origin in sorted(self._origin_issues):
             issues.extend(self._origin_issues[origin])
         for key in sorted(self._key_issues):
             issues.extend(self._key_issues[key])
-        changed = None
-        if base is not None:
-            changed = frozenset(self._model_keys(keys, previous))
         for key in keys:
             if previous.get(key) is not parsed.get(key):
                 self._builder.update(key, parsed.get(key))
+        changed = None
+        if base is not None:
+            changed = frozenset(self._model_keys(keys, previous))
         snap = self._builder.build(issues, self._version,
                                    base_version=base.version if base is not None else None, changed=changed)
         if base is not None:
@@ -190,21 +188,6 @@ class ConfigStore:
         else:
             self._key_issues.pop(key, None)
 
-    def _update_pod_services(self, previous: dict[ConfigKey, Parsed | None]) -> None:
-        """Keep Pod -> Services (through EndpointSlices) current for the slices that changed."""
-        for key, old in previous.items():
-            if key.kind != "EndpointSlice":
-                continue
-            for p in (old, self._resolved.get(key)):
-                if p is not None and isinstance(p.value, KubeEndpointSlice):
-                    for pod in _slice_pods(p):
-                        self._pod_slices.setdefault(pod, {}).pop(key, None)
-            new = self._resolved.get(key)
-            if new is not None and isinstance(new.value, KubeEndpointSlice):
-                svc = ConfigKey("Service", key.namespace, new.value.service)
-                for pod in _slice_pods(new):
-                    self._pod_slices.setdefault(pod, {})[key] = svc
-
     def _model_keys(self, raw: set[ConfigKey], previous: dict[ConfigKey, Parsed | None]) -> set[ConfigKey]:
         """Raw changed keys -> the model objects they change (slices and pods -> their Services)."""
         out: set[ConfigKey] = set()
@@ -214,14 +197,10 @@ class ConfigStore:
                     if p is not None and isinstance(p.value, KubeEndpointSlice):
                         out.add(ConfigKey("Service", key.namespace, p.value.service))
             elif key.kind == "Pod":
-                out |= set(self._pod_slices.get(key, {}).values())
+                out |= self._builder.services_of_pod(key)
             else:
                 out.add(key)
         return out
-
-
-def _slice_pods(p: Parsed) -> set[ConfigKey]:
-    return {ConfigKey("Pod", p.key.namespace, ep.pod) for ep in p.value.endpoints if ep.pod}
 
 
 def snapshot_from_text(text: str, file: str = "input.yaml", *, root_namespace: str = "istio-system",
