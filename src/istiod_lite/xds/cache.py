@@ -1,15 +1,21 @@
 """SnapshotCache: per-group (per-waypoint) resources, serialized once per change, with content-hash versions.
 
-`set_resources(group, {type_url: {name: Message}})` serializes each resource once, hashes it into a version,
-and pre-builds the wire frames both ADS flavours need (SotW: repeated Any; Delta: repeated Resource), so
-that responses to any number of streams are byte concatenations of these frames. Unchanged resources keep
-their existing entry object (no re-serialization downstream).
+`set_resources(group, {type_url: {name: Message}}, changes=None)` serializes each changed resource once, hashes
+it into a version, and pre-builds the small frame heads both ADS flavours need (SotW: repeated Any; Delta:
+repeated Resource), so that responses to any number of streams are byte concatenations of cached pieces
+(`head + any_bytes`: one copy of each serialized resource is kept, not one per frame).
 
 Serialize once per change: the cache remembers, per group, the message object each entry was last built or
 confirmed from. When `set_resources` is handed the very same object again (identity, as incremental translation
-does for resources a change did not touch), the entry is reused without serializing or hashing; when every
-entry of a type is unchanged the type's `TypeResources` (and its aggregate version) is reused too, so an
-unchanged push costs O(dict lookups).
+does for resources a change did not touch), the entry is reused without serializing or hashing. With the
+`changes` hint (type URL -> names that may differ since the previous call; absent type = unchanged), only those
+names are looked at, so a push costs O(changed), not O(resources).
+
+Versions: an entry's version is the hash of its bytes; a type's aggregate `version` is the XOR of its entries'
+64-bit (name, version) hashes: order-independent and maintained in O(changed). Each `TypeResources` derived from
+the previous one records `base` (that previous one, kept ONE step deep: deriving a newer one drops the older
+link), `changed` (names added or whose entry differs) and `removed`, so that a stream in sync with `base` can
+diff in O(changed) (xds/delta.py, xds/sotw.py).
 Contract: a message handed to the cache is never mutated afterwards (translation builds new messages).
 An equal but different object is serialized and hashed as before (the version still decides "changed").
 """
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
@@ -31,16 +37,39 @@ def content_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
+def _mix(name: str, version: str) -> int:
+    """The entry's share of its type's aggregate version (64 bits)."""
+    digest = hashlib.blake2b(name.encode() + b"\0" + version.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _head(field_number: int, payload_len: int) -> bytes:
+    """Tag and length of a length-delimited field whose payload follows."""
+    return wire.varint((field_number << 3) | 2) + wire.varint(payload_len)
+
+
 @dataclass(frozen=True, slots=True)
 class CacheEntry:
-    """One serialized resource: version (content hash), the `google.protobuf.Any` bytes, and the frames."""
+    """One serialized resource: version (content hash), the `google.protobuf.Any` bytes, and frame heads.
+
+    A response carries `sotw_head + any_bytes` (DiscoveryResponse.resources, field 2) or `delta_head + any_bytes`
+    (DeltaDiscoveryResponse.resources, field 2: Resource{name, version, resource})."""
 
     name: str
     version: str
     any_bytes: bytes
-    sotw_frame: bytes  # DiscoveryResponse.resources (field 2) entry
-    delta_frame: bytes  # DeltaDiscoveryResponse.resources (field 2) entry: Resource{name, version, resource}
+    sotw_head: bytes
+    delta_head: bytes
+    mix: int  # 64-bit hash of (name, version): XORed into the type's aggregate version
     eds_name: str | None = None  # clusters: the ClusterLoadAssignment name their endpoints come from
+
+    @property
+    def sotw_frame(self) -> bytes:
+        return self.sotw_head + self.any_bytes
+
+    @property
+    def delta_frame(self) -> bytes:
+        return self.delta_head + self.any_bytes
 
 
 def make_entry(type_url: str, name: str, message: Message, previous: CacheEntry | None = None) -> CacheEntry:
@@ -52,24 +81,72 @@ def make_entry(type_url: str, name: str, message: Message, previous: CacheEntry 
     if previous is not None and previous.version == version and previous.name == name:
         return previous
     any_bytes = wire.ld(1, type_url.encode()) + wire.ld(2, value)
-    resource = wire.ld_str(3, name) + wire.ld_str(1, version) + wire.ld(2, any_bytes)
+    fields = wire.ld_str(3, name) + wire.ld_str(1, version)
+    inner = _head(2, len(any_bytes))  # Resource.resource (field 2) = the Any
+    delta_head = _head(2, len(fields) + len(inner) + len(any_bytes)) + fields + inner
     eds_name = None
     if type_url == CLUSTER:
         eds_name = message.eds_cluster_config.service_name or name  # type: ignore[attr-defined]
-    return CacheEntry(name, version, any_bytes, wire.ld(2, any_bytes), wire.ld(2, resource), eds_name)
+    return CacheEntry(name, version, any_bytes, _head(2, len(any_bytes)), delta_head, _mix(name, version),
+                      eds_name)
 
 
 class TypeResources(Mapping[str, CacheEntry]):
-    """Immutable name -> CacheEntry for one type URL, with an aggregate `version` over all entries."""
+    """Immutable name -> CacheEntry for one type URL, with an aggregate `version` over all entries and the
+    one-step change record (`base`, `changed`, `removed`) relative to the TypeResources it was derived from."""
 
-    __slots__ = ("_entries", "version")
+    __slots__ = ("_entries", "_hash", "version", "base", "changed", "removed")
 
     def __init__(self, entries: Mapping[str, CacheEntry]):
         self._entries = dict(sorted(entries.items()))
-        self.version = aggregate_version(self._entries.values())
+        h = 0
+        for e in self._entries.values():
+            h ^= e.mix
+        self._set_hash(h)
+        self.base: TypeResources | None = None
+        self.changed: frozenset[str] = frozenset(self._entries)
+        self.removed: frozenset[str] = frozenset()
+
+    def _set_hash(self, h: int) -> None:
+        self._hash = h
+        self.version = f"{h:016x}"
+
+    def evolve(self, upserts: Mapping[str, CacheEntry], removed: Iterable[str] = ()) -> TypeResources:
+        """A new TypeResources: this one with `upserts` set and `removed` dropped (names not present are
+        ignored). Returns `self` when nothing differs. The new one's `base` is self; self's own `base` link is
+        dropped (the chain stays one step deep, so old versions are not kept alive)."""
+        entries = self._entries
+        changed = [n for n, e in upserts.items() if entries.get(n) is not e]
+        gone = [n for n in removed if n in entries and n not in upserts]
+        if not changed and not gone:
+            return self
+        new_entries = dict(entries)
+        h = self._hash
+        for name in changed:
+            old = new_entries.get(name)
+            if old is not None:
+                h ^= old.mix
+            e = new_entries[name] = upserts[name]
+            h ^= e.mix
+        for name in gone:
+            h ^= new_entries.pop(name).mix
+        new = TypeResources.__new__(TypeResources)
+        new._entries = new_entries
+        new._set_hash(h)
+        self.base = None
+        new.base = self
+        new.changed = frozenset(changed)
+        new.removed = frozenset(gone)
+        return new
 
     def __getitem__(self, name: str) -> CacheEntry:
         return self._entries[name]
+
+    def get(self, name: str, default=None):  # type: ignore[override]
+        return self._entries.get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
@@ -81,14 +158,12 @@ class TypeResources(Mapping[str, CacheEntry]):
         return f"TypeResources(version={self.version!r}, names={list(self._entries)!r})"
 
 
-def aggregate_version(entries) -> str:
-    h = hashlib.blake2b(digest_size=8)
-    for e in sorted(entries, key=lambda e: e.name):
-        h.update(e.name.encode())
-        h.update(b"\0")
-        h.update(e.version.encode())
-        h.update(b"\n")
-    return h.hexdigest()
+def aggregate_version(entries: Iterable[CacheEntry]) -> str:
+    """The aggregate version of any set of entries (equals `TypeResources(...).version` for the same set)."""
+    h = 0
+    for e in entries:
+        h ^= e.mix
+    return f"{h:016x}"
 
 
 EMPTY = TypeResources({})
@@ -104,49 +179,86 @@ class SnapshotCache:
         self._lock = threading.Lock()
         self.serializations = 0  # resources serialized so far (tests and metrics read it)
 
-    def set_resources(self, group: str, resources: Mapping[str, Mapping[str, Message]]) -> set[str]:
+    def set_resources(self, group: str, resources: Mapping[str, Mapping[str, Message]],
+                      changes: Mapping[str, Iterable[str]] | None = None) -> set[str]:
         """Replace the group's resources; return the type URLs whose content changed.
 
         A type URL absent from `resources` but present before is treated as now empty (all removed).
+        `changes` (optional): type URL -> names that may have changed (added, replaced or removed) since the
+        previous call for this group; a type URL not in it is unchanged. Only valid when this group's previous
+        call described the state the hint is relative to; without it every name is checked.
         """
         with self._lock:
             old = self._groups.get(group, {})
-            old_messages = self._messages.get(group, {})
+            old_messages = self._messages.get(group)
+        if changes is not None and old_messages is not None and set(old) <= set(resources) \
+                and set(old_messages) == set(resources):
+            return self._apply_changes(group, resources, changes, old, old_messages)
         new: dict[str, TypeResources] = {}
         changed: set[str] = set()
-        serialized = 0
+        messages: dict[str, dict[str, Message]] = {}
         for type_url, by_name in resources.items():
             previous = old.get(type_url, EMPTY)
-            seen = old_messages.get(type_url, {})
-            entries: dict[str, CacheEntry] = {}
-            identical = len(by_name) == len(previous)  # every entry the very same object as before?
-            for name, message in by_name.items():
-                before = previous.get(name)
-                if before is not None and seen.get(name) is message:
-                    entries[name] = before  # same object: same bytes, no serialization
-                    continue
-                entry = make_entry(type_url, name, message, before)
-                serialized += 1
-                identical = identical and entry is before
-                entries[name] = entry
-            if identical:
-                new[type_url] = previous  # nothing to sort or hash again
-                continue
-            typed = TypeResources(entries)
-            if typed.version == previous.version and len(typed) == len(previous):
-                typed = previous
-            else:
+            seen = (old_messages or {}).get(type_url, {})
+            typed = self._update_type(type_url, previous, seen, by_name, by_name.keys(),
+                                      [n for n in previous if n not in by_name])
+            if typed is not previous:
                 changed.add(type_url)
             new[type_url] = typed
+            messages[type_url] = dict(by_name)
         for type_url, previous in old.items():
             if type_url not in new and len(previous):
                 changed.add(type_url)
-        messages = {type_url: dict(by_name) for type_url, by_name in resources.items()}
         with self._lock:
             self._groups[group] = new
             self._messages[group] = messages
-            self.serializations += serialized
         return changed
+
+    def _apply_changes(self, group: str, resources: Mapping[str, Mapping[str, Message]],
+                       changes: Mapping[str, Iterable[str]], old: dict[str, TypeResources],
+                       old_messages: dict[str, dict[str, Message]]) -> set[str]:
+        new = dict(old)
+        changed: set[str] = set()
+        for type_url, names in changes.items():
+            if type_url not in resources:
+                continue
+            by_name = resources[type_url]
+            previous = old.get(type_url, EMPTY)
+            seen = old_messages[type_url]  # updated in place: this cache owns these dicts
+            names = list(names)
+            typed = self._update_type(type_url, previous, seen, by_name,
+                                      [n for n in names if n in by_name],
+                                      [n for n in names if n not in by_name])
+            for name in names:
+                message = by_name.get(name)
+                if message is None:
+                    seen.pop(name, None)
+                else:
+                    seen[name] = message
+            if typed is not previous:
+                changed.add(type_url)
+            new[type_url] = typed
+        with self._lock:
+            self._groups[group] = new
+        return changed
+
+    def _update_type(self, type_url: str, previous: TypeResources, seen: Mapping[str, Message],
+                     by_name: Mapping[str, Message], names: Iterable[str], gone: list[str]) -> TypeResources:
+        upserts: dict[str, CacheEntry] = {}
+        serialized = 0
+        for name in names:
+            message = by_name[name]
+            before = previous.get(name)
+            if before is not None and seen.get(name) is message:
+                continue  # same object: same bytes, no serialization
+            entry = make_entry(type_url, name, message, before)
+            serialized += 1
+            if entry is not before:
+                upserts[name] = entry
+        self.serializations += serialized
+        if not len(previous):  # first content of the type: built sorted, from scratch (no base)
+            return TypeResources(upserts) if upserts else previous
+        return previous.evolve(upserts, gone)
 
     def remove_group(self, group: str) -> None:
         with self._lock:
