@@ -150,3 +150,29 @@ def test_real_envoy_over_mtls(mtls_stack, pki):
         assert envoy.stat("control_plane.connected_state") == 0
         assert envoy.active_listener_ports() == set()
     assert "PERMISSION_DENIED" not in good.proc.log_text()
+
+
+async def test_rotated_server_certificate_is_served_without_a_restart(mtls_stack, pki, tmp_path):
+    """The xDS certificate files are re-read at new handshakes (xds/tls.py ReloadingFiles): after a rotation to a
+    certificate from another CA, new clients that trust only the new CA connect; a half-done rotation (a new key
+    whose certificate is not written yet) keeps serving the previous pair."""
+    import os
+
+    stack, _ = mtls_stack
+    port = stack.istiod.xds_port
+    waypoint = pki.issue("waypoint", uris=(RIGHT_SPIFFE,))
+    new_ca = Pki(tmp_path / "rotated", name="rotated-ca")
+    rotated = new_ca.server()
+    trusting_new = grpc.ssl_channel_credentials(new_ca.ca_file.read_bytes(), waypoint.key.read_bytes(),
+                                                waypoint.cert.read_bytes())
+    with pytest.raises(grpc.aio.AioRpcError):  # the server still presents the old CA's certificate
+        await first_cds(port, trusting_new)
+    served_cert, served_key = pki.dir / "istiod.crt", pki.dir / "istiod.key"
+    os.replace(rotated.key, served_key)  # half-done: the key changed, the certificate not yet
+    resp = await first_cds(port, client_credentials(pki, waypoint))  # previous pair still served
+    assert resp.type_url == CLUSTER
+    os.replace(rotated.cert, served_cert)
+    resp = await first_cds(port, trusting_new)
+    assert resp.type_url == CLUSTER
+    with pytest.raises(grpc.aio.AioRpcError):  # and the old CA's certificate is gone
+        await first_cds(port, client_credentials(pki, waypoint))
