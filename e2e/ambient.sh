@@ -116,8 +116,8 @@ until_ok 90 bash -c "kubectl -n $NS get gateway lite-waypoint \
 address=$(kubectl -n "$NS" get gateway lite-waypoint -o jsonpath='{.status.addresses[0].value}')
 [[ "$address" == "lite-waypoint.$NS.svc.cluster.local" ]] || fail "unexpected status.addresses: '$address'"
 until_ok 60 bash -c "kubectl -n $NS get virtualservice reviews \
-  -o jsonpath='{.status.conditions[?(@.type==\"WaypointAccepted\")].status}' | grep -qx True" \
-  || fail "VirtualService status not WaypointAccepted=True"
+  -o jsonpath='{.status.conditions[?(@.type==\"istiod-lite.io/WaypointAccepted\")].status}' | grep -qx True" \
+  || fail "VirtualService status not istiod-lite.io/WaypointAccepted=True (istiod owns WaypointAccepted)"
 # istiod's view of the binding (written when istiod's ambient status is enabled; informational)
 bound=$(kubectl -n "$NS" get svc reviews \
   -o jsonpath='{.status.conditions[?(@.type=="istio.io/WaypointBound")].status}' 2>/dev/null || true)

@@ -320,7 +320,7 @@ def test_beside_istio_only_our_class_and_what_concerns_it_gets_status():
     snap = snapshot_from_text(BASE + WAYPOINT_SERVICE + THIRD_PARTY)
     out = compute_statuses(snap, [], classes=("istiod-lite-waypoint",))
     assert set(out) == {ConfigKey("GatewayClass", "", "istiod-lite-waypoint"), LITE, CART_VS}
-    assert cond(out[CART_VS]) ["message"] == "bound to waypoint shop/lite"
+    assert cond(out[CART_VS], "istiod-lite.io/WaypointAccepted")["message"] == "bound to waypoint shop/lite"
     # standalone: Istio's class is ours too
     out = compute_statuses(snap, [])
     assert {GW, LITE, CART_VS, ConfigKey("VirtualService", "default", "reviews")} <= set(out)
@@ -328,7 +328,7 @@ def test_beside_istio_only_our_class_and_what_concerns_it_gets_status():
 
 def test_object_that_stops_concerning_us_loses_only_our_condition(fake, api):
     load(fake, BASE + WAYPOINT_SERVICE + THIRD_PARTY)
-    writer = StatusWriter(api, clock=Clock())
+    writer = StatusWriter(api, clock=Clock(), classes=("istiod-lite-waypoint",))
     snap = snapshot_from_text(BASE + WAYPOINT_SERVICE + THIRD_PARTY)
     assert CART_VS in writer.write(compute_statuses(snap, [], classes=("istiod-lite-waypoint",)))
     obj = fake.get("VirtualService", "shop", "cart")
@@ -396,3 +396,25 @@ def test_an_address_published_before_a_restart_is_kept_while_pods_are_not_ready(
     # the Gateway loses its Service: the address goes
     StatusWriter(api, clock=Clock()).write(compute_statuses(snapshot_from_text(BASE), [], readiness=Ready(0)))
     assert fake.get("Gateway", "default", "waypoint")["status"]["addresses"] == []
+
+
+def test_beside_istiod_our_condition_type_is_prefixed_and_istiods_is_kept(fake, api):
+    """Beside istiod (only our class `istiod-lite-waypoint` managed), istiod writes Istio's `WaypointAccepted`
+    on AuthorizationPolicies (ISTIO-REFERENCE 1.5, pilot/pkg/model/service.go): ours is
+    `istiod-lite.io/WaypointAccepted`, and Istio's condition is never replaced or removed by us."""
+    text = (BASE + WAYPOINT_SERVICE).replace("gatewayClassName: istio-waypoint", "gatewayClassName: istiod-lite-waypoint")
+    load(fake, text)
+    vs = fake.get("VirtualService", "default", "reviews")
+    istiods = {"type": "WaypointAccepted", "status": "False", "reason": "AncestorNotBound", "message": "istiod's",
+               "lastTransitionTime": "2024-01-01T00:00:00Z"}
+    vs["status"] = {"conditions": [istiods]}
+    fake.upsert(vs)
+    classes = ("istiod-lite-waypoint",)
+    writer = StatusWriter(api, clock=Clock(), classes=classes)
+    assert VS in writer.write(compute_statuses(snapshot_from_text(text), [], classes=classes))
+    conditions = fake.get("VirtualService", "default", "reviews")["status"]["conditions"]
+    assert conditions[0] == istiods
+    assert [(c["type"], c["status"]) for c in conditions[1:]] == [("istiod-lite.io/WaypointAccepted", "True")]
+    # the object stops concerning our waypoint: our condition goes, istiod's stays
+    writer.write({})
+    assert fake.get("VirtualService", "default", "reviews")["status"]["conditions"] == [istiods]

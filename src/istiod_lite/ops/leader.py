@@ -184,7 +184,7 @@ class LeaderDuties:
         from istiod_lite.ops.waypoint_readiness import DeploymentReadiness
 
         self.elector = elector
-        self.writer = StatusWriter(api_client)
+        self.writer = StatusWriter(api_client, classes=classes or DEFAULT_CLASSES)
         self.applier = WaypointApplier(api_client)
         self.waypoint_options = waypoint_options or WaypointOptions()
         self.classes = tuple(classes or DEFAULT_CLASSES)

@@ -7,6 +7,10 @@ replica); `Accepted` on the managed GatewayClasses; for each VirtualService / De
 AuthorizationPolicy that concerns one of those waypoints, a `WaypointAccepted` condition saying whether it
 applies to it, or why not (validation errors with field paths, no service bound to a waypoint, no targetRefs).
 Objects for Istio's own waypoints, or unrelated to ours, get nothing from us. Bodies carry no timestamps.
+The condition's type is Istio's `WaypointAccepted` when istiod-lite manages Istio's own class `istio-waypoint`
+(it replaces istiod for waypoints, so nobody else writes it); beside istiod (only our class
+`istiod-lite-waypoint`), istiod writes `WaypointAccepted` on the same AuthorizationPolicies, so ours is
+`istiod-lite.io/WaypointAccepted` and the two controllers never overwrite each other (`condition_type`).
 
 `StatusWriter.write(statuses)` writes each object whose computed status differs from what it last wrote,
 without clobbering other controllers (Istio writes conditions on the same objects): it GETs the current
@@ -32,7 +36,8 @@ from istiod_lite.model.snapshot import ConfigSnapshot
 
 log = logging.getLogger(__name__)
 
-WAYPOINT_ACCEPTED = "WaypointAccepted"
+WAYPOINT_ACCEPTED = "WaypointAccepted"  # Istio's condition type on AuthorizationPolicies
+OUR_WAYPOINT_ACCEPTED = "istiod-lite.io/WaypointAccepted"  # ours, beside istiod
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 # kind -> (group, version, plural) of the objects whose status we write
 STATUS_KINDS: dict[str, tuple[str, str, str]] = {
@@ -47,7 +52,7 @@ CONFIG_KINDS = frozenset({"VirtualService", "DestinationRule", "AuthorizationPol
 OWNED_CONDITIONS: dict[str, frozenset[str]] = {
     "GatewayClass": frozenset({"Accepted"}),
     "Gateway": frozenset({"Accepted", "Programmed"}),
-    **{k: frozenset({WAYPOINT_ACCEPTED}) for k in CONFIG_KINDS},
+    **{k: frozenset({WAYPOINT_ACCEPTED}) for k in CONFIG_KINDS},  # see condition_type / StatusWriter
 }
 # status fields other than conditions that istiod-lite writes wholesale (it is the Gateway's controller)
 OWNED_FIELDS: dict[str, tuple[str, ...]] = {"Gateway": ("addresses", "listeners")}
@@ -80,6 +85,12 @@ class Readiness(Protocol):
     def ever_ready(self, gateway: ConfigKey) -> bool: ...
 
 
+def condition_type(classes: Collection[str]) -> str:
+    """The config objects' condition type: Istio's name when we manage `istio-waypoint` (istiod does not run
+    waypoints then), a prefixed one of ours when only our own class is managed (istiod writes Istio's)."""
+    return WAYPOINT_ACCEPTED if "istio-waypoint" in classes else OUR_WAYPOINT_ACCEPTED
+
+
 def compute_statuses(snapshot: ConfigSnapshot, issues: Iterable[Issue], *,
                      classes: Collection[str] = WAYPOINT_CLASSES,
                      readiness: Readiness | None = None) -> dict[ConfigKey, dict[str, Any]]:
@@ -92,6 +103,7 @@ def compute_statuses(snapshot: ConfigSnapshot, issues: Iterable[Issue], *,
         if issue.key is not None:
             by_key.setdefault(issue.key, []).append(issue)
     ours = {g.key: g for g in snapshot.waypoints() if g.class_name in classes}
+    ctype = condition_type(classes)
     out: dict[ConfigKey, dict[str, Any]] = {}
     for name in sorted(set(classes)):
         out[ConfigKey("GatewayClass", "", name)] = {"conditions": [
@@ -105,12 +117,12 @@ def compute_statuses(snapshot: ConfigSnapshot, issues: Iterable[Issue], *,
         reason, waypoints, why = _waypoints_of(snapshot, cfg)
         mine = waypoints & ours.keys()
         if mine or (not waypoints and cfg.key.namespace in namespaces):
-            out[cfg.key] = _config_status(cfg, by_key.get(cfg.key, []), (reason, mine, why))
+            out[cfg.key] = _config_status(cfg, by_key.get(cfg.key, []), (reason, mine, why), ctype)
     for key, problems in by_key.items():  # objects rejected by the parser: only their issues are known
         if key.kind in CONFIG_KINDS and key not in seen and key.namespace in namespaces:
             errors = [i for i in problems if i.is_error]
             if errors:
-                out[key] = {"conditions": [_cond(WAYPOINT_ACCEPTED, False, "Invalid", _describe(errors), 0)]}
+                out[key] = {"conditions": [_cond(ctype, False, "Invalid", _describe(errors), 0)]}
     return out
 
 
@@ -185,21 +197,21 @@ def _gateway_status(snapshot: ConfigSnapshot, gw: Any, problems: list[Issue],
 
 
 def _config_status(cfg: IstioConfig, problems: list[Issue],
-                   binding: tuple[str, set[ConfigKey], str]) -> dict[str, Any]:
+                   binding: tuple[str, set[ConfigKey], str], ctype: str) -> dict[str, Any]:
     gen = cfg.meta.generation
     errors = [i for i in problems if i.is_error]
     warnings = [i for i in problems if not i.is_error]
     if errors:
-        cond = _cond(WAYPOINT_ACCEPTED, False, "Invalid", _describe(errors), gen)
+        cond = _cond(ctype, False, "Invalid", _describe(errors), gen)
     else:
         reason, waypoints, why = binding
         if waypoints:
             msg = "bound to waypoint " + ", ".join(f"{k.namespace}/{k.name}" for k in sorted(waypoints))
             if warnings:
                 msg += "; ignored: " + _describe(warnings)
-            cond = _cond(WAYPOINT_ACCEPTED, True, "Accepted", msg, gen)
+            cond = _cond(ctype, True, "Accepted", msg, gen)
         else:
-            cond = _cond(WAYPOINT_ACCEPTED, False, reason, why, gen)
+            cond = _cond(ctype, False, reason, why, gen)
     return {"conditions": [cond]}
 
 
@@ -255,10 +267,12 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def merge_status(kind: str, current: Mapping[str, Any], body: Mapping[str, Any], now: str) -> dict[str, Any]:
+def merge_status(kind: str, current: Mapping[str, Any], body: Mapping[str, Any], now: str,
+                 config_condition: str = WAYPOINT_ACCEPTED) -> dict[str, Any]:
     """The new `.status`: `current` with our condition types (and owned fields) replaced by `body`'s, other
-    conditions kept in place, `lastTransitionTime` kept for a condition whose status did not change."""
-    owned = OWNED_CONDITIONS[kind]
+    conditions kept in place, `lastTransitionTime` kept for a condition whose status did not change.
+    `config_condition`: the condition type we own on VirtualServices/DestinationRules/AuthorizationPolicies."""
+    owned = frozenset({config_condition}) if kind in CONFIG_KINDS else OWNED_CONDITIONS[kind]
     out = copy.deepcopy(dict(current))
     out["conditions"] = _merge_conditions(current.get("conditions"), body.get("conditions") or [], owned, now)
     for name in OWNED_FIELDS.get(kind, ()):
@@ -301,11 +315,14 @@ def _merge_conditions(current: Any, ours: list[dict[str, Any]], owned: Collectio
 class StatusWriter:
     """Writes computed statuses to the status subresource, merged by condition type, only on change."""
 
-    def __init__(self, api_client: Any, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(self, api_client: Any, clock: Callable[[], datetime] = _now,
+                 classes: Collection[str] = WAYPOINT_CLASSES) -> None:
+        """`classes`: the managed GatewayClasses (they decide the config objects' condition type)."""
         from kubernetes import client
 
         self._api = client.CustomObjectsApi(api_client)
         self._clock = clock
+        self.config_condition = condition_type(classes)
         self._written: dict[ConfigKey, dict[str, Any]] = {}
         self.patches = 0
         self.conflicts = 0
@@ -337,7 +354,8 @@ class StatusWriter:
             except Exception as exc:  # noqa: BLE001 - the API server's answer; retried on the next push
                 return self._failed(key, "reading", exc)
             status = current.get("status") if isinstance(current.get("status"), dict) else {}
-            merged = merge_status(key.kind, status, body, self._clock().strftime("%Y-%m-%dT%H:%M:%SZ"))
+            merged = merge_status(key.kind, status, body, self._clock().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                  self.config_condition)
             if merged == status:
                 return True  # already what we would write: no patch, no watch event
             rv = (current.get("metadata") or {}).get("resourceVersion")
