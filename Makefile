@@ -34,7 +34,7 @@ demo: install
 # BENCH_ARGS goes to every script, e.g. `make bench BENCH_ARGS="--runs 3"` or `BENCH_ARGS=--smoke`;
 # BENCHES picks scripts, e.g. `make bench BENCHES="one_change fanout" BENCH_ARGS="--sizes 100,1000"`.
 BENCH_ARGS ?=
-BENCHES ?= translate cold_start one_change fanout memory
+BENCHES ?= translate cold_start one_change fanout memory hbone
 bench: install
 	@for b in $(BENCHES); do echo "== bench/$$b.py $(BENCH_ARGS)"; $(BIN)/python bench/$$b.py $(BENCH_ARGS) || exit 1; done
 

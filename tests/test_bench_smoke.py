@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TITLES = {"translate": "### translate", "cold_start": "### cold_start", "one_change": "### one_change",
-          "fanout": "### fanout", "memory": "### memory"}
+          "fanout": "### fanout", "memory": "### memory", "hbone": "### HBONE waypoint hop"}
 
 
 @pytest.mark.parametrize("script", sorted(TITLES))
