@@ -193,7 +193,9 @@ class App:
         since the previous push (the debounced batch), and only the resources depending on them are rebuilt;
         unchanged resources keep their Message objects. A waypoint none of the changed objects reaches gets the
         very same result object back and is skipped entirely (no cache work, nothing sent), unless the push
-        has another cause (start-up, certificate rotation, a NACK, a released pin)."""
+        has another cause (start-up, certificate rotation, a NACK, a released pin). The rest is O(changed)
+        too: the cache is told which names may differ (`_changes`), the RejectionTracker reads the cache's
+        per-type change record, and the metrics / issue reporting touch only what differs."""
         started = time.perf_counter()
         seen_at, self._change_seen_at = self._change_seen_at, None
         self._repush = False
@@ -219,7 +221,8 @@ class App:
             live.add(name)
             result = translator.translate(snapshot, wp.key)
             issues.extend(result.issues)
-            if config_only and name not in released_groups and self._pushed_results.get(name) is result:
+            previous = self._pushed_results.get(name)
+            if config_only and name not in released_groups and previous is result:
                 continue  # nothing this waypoint reads changed
             self._pushed_results[name] = result
             self.resources[name] = result.resources
@@ -227,11 +230,10 @@ class App:
             if self.corrupt is not None:
                 served = self.corrupt.apply(served)
             served = self.rejections.apply(name, served)
-            if self.cache.set_resources(name, served):
+            changes = self._changes(name, previous, result, served)
+            if self.cache.set_resources(name, served, changes):
                 groups.add(name)
-            cached = self.cache.get(name)
-            self.rejections.served(name, served, {t: {n: e.version for n, e in cached.get(t, {}).items()}
-                                                  for t in served}, result.resources.sources)
+            self.rejections.served(name, served, self.cache.get(name), result.resources.sources)
         self.identities.retain(snapshot.waypoints())
         translator.retain(wp.key for wp in snapshot.waypoints())
         for name in set(self._pushed_results) - live:
@@ -258,6 +260,27 @@ class App:
                  extra={"fields": {"event": "push", "push": self.pushes, "snapshot_version": snapshot.version,
                                    "waypoints": sorted(groups), "reason": _reason(cause),
                                    "cause": sorted(str(c) for c in cause)[:50], "duration_ms": round(elapsed, 2)}})
+
+    def _changes(self, name: str, previous: Any, result: Any, served: Any) -> dict[str, set[str]] | None:
+        """The cache hint for this push of waypoint `name`: type URL -> names whose served message may differ
+        from what the previous push handed the cache (None: check everything). Translation says what it
+        changed relative to its previous result (`TranslateResult.changes`), which is `previous` (the app
+        translates each waypoint once per push and hands every new result to the cache); the Secrets (a few,
+        the same objects until rotation) are always listed, and so are the names pinned now or at the previous
+        push (ops/nack.py)."""
+        if previous is None or self.corrupt is not None:
+            return None
+        if result is previous:
+            changes: dict[str, set[str]] = {}
+        elif result.changes is None:
+            return None
+        else:
+            changes = {t: set(names) for t, names in result.changes.items()}
+        if xds_types.SECRET in served:
+            changes.setdefault(xds_types.SECRET, set()).update(served[xds_types.SECRET])
+        for type_url, pinned in self.rejections.touched(name):
+            changes.setdefault(type_url, set()).add(pinned)
+        return changes
 
     # ---- xDS callbacks (run on the event loop, from the ADS server) ---------------------------------
     def _on_xds_event(self, name: str, data: dict[str, Any]) -> None:

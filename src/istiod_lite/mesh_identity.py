@@ -39,20 +39,29 @@ class WaypointSecrets:
         self.ca = CertificateAuthority.load_or_create(settings.trust_domain, settings.ca_dir)
         self.certs = WorkloadCertificates(self.ca, dt.timedelta(seconds=settings.cert_lifetime), clock)
         self._clock = clock
+        self._secrets: dict[str, tuple[object, Mapping[str, Message]]] = {}  # SPIFFE ID -> (cert, its Secrets)
 
     def identity(self, gateway: Gateway) -> str:
         sa = gateway.meta.annotation(SERVICE_ACCOUNT_ANNOTATION) or gateway.key.name
         return spiffe_id(self.trust_domain, gateway.key.namespace, sa)
 
     def add(self, gateway: Gateway, resources: Mapping[str, Mapping[str, Message]]) -> Mapping[str, Mapping[str, Message]]:
-        """`resources` plus the waypoint's Secrets when it serves HBONE (else unchanged)."""
+        """`resources` plus the waypoint's Secrets when it serves HBONE (else the very same mapping). O(types):
+        the Secret messages are built once per certificate."""
         if CONNECT_TERMINATE not in resources.get(types.LISTENER, {}):
             return resources
-        cert = self.certs.current(self.identity(gateway))
-        return {**resources, types.SECRET: secrets(cert.chain_pem, cert.key_pem, self.ca.root_pem)}
+        spiffe = self.identity(gateway)
+        cert = self.certs.current(spiffe)
+        built = self._secrets.get(spiffe)
+        if built is None or built[0] is not cert:  # the same Secret objects until rotation: the cache skips them
+            built = self._secrets[spiffe] = (cert, secrets(cert.chain_pem, cert.key_pem, self.ca.root_pem))
+        return {**resources, types.SECRET: built[1]}
 
     def retain(self, gateways: Iterable[Gateway]) -> None:
-        self.certs.retain({self.identity(g) for g in gateways})
+        keep = {self.identity(g) for g in gateways}
+        self.certs.retain(keep)
+        for spiffe in [s for s in self._secrets if s not in keep]:
+            del self._secrets[spiffe]
 
     def due(self) -> bool:
         return self.certs.due()

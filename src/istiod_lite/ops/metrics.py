@@ -63,6 +63,9 @@ class Metrics:
         self._changed_at: dict[str, float] = {}
         self._push_reason: dict[str, str] = {}
         self._observed: set[tuple[str, str, str]] = set()  # (group, node, type) already measured
+        self._series: dict[int, dict[tuple[str, ...], float]] = {}  # id(gauge) -> the values last set
+        self._issues_seen: list[Issue] | None = None
+        self._invalid: dict[tuple[str, ...], float] = {}
 
     # ---- app hooks ---------------------------------------------------------------------------------
     def waypoints_changed(self, groups: Iterable[str], reason: str, now: float | None = None) -> None:
@@ -73,20 +76,23 @@ class Metrics:
             self._observed = {k for k in self._observed if k[0] != g}
 
     def snapshot_seen(self, snapshot: ConfigSnapshot, issues: Iterable[Issue]) -> None:
+        """Objects by kind and validity, issues by kind and severity. O(gateways + issues) per push: each
+        snapshot collection holds one kind (its length is the count), the issue tallies are recomputed only
+        when the issue list differs from the previous push, and only changed series are touched."""
         valid = Tally(g.key.kind for g in snapshot.gateways)
         valid.update({"Service/ServiceEntry": len(snapshot.services)})
-        valid.update(c.key.kind for c in snapshot.virtual_services)
-        valid.update(c.key.kind for c in snapshot.destination_rules)
-        valid.update(c.key.kind for c in snapshot.authorization_policies)
-        self.objects.clear()
-        for kind, n in valid.items():
-            self.objects.labels(kind, "true").set(n)
-        invalid = Tally(i.key.kind for i in issues if i.is_error and i.key is not None)
-        for kind, n in invalid.items():
-            self.objects.labels(kind, "false").set(n)
-        self.issues.clear()
-        for (kind, sev), n in Tally((i.key.kind if i.key else "file", i.severity.value) for i in issues).items():
-            self.issues.labels(kind, sev).set(n)
+        for configs in (snapshot.virtual_services, snapshot.destination_rules, snapshot.authorization_policies):
+            if configs:
+                valid.update({configs[0].key.kind: len(configs)})
+        issues = list(issues)
+        if issues != self._issues_seen:
+            self._issues_seen = issues
+            invalid = Tally(i.key.kind for i in issues if i.is_error and i.key is not None)
+            self._invalid = {(kind, "false"): float(n) for kind, n in invalid.items()}
+            tally = Tally((i.key.kind if i.key else "file", i.severity.value) for i in issues)
+            _set_series(self.issues, self._series, {k: float(n) for k, n in tally.items()})
+        _set_series(self.objects, self._series,
+                    {(kind, "true"): float(n) for kind, n in valid.items()} | self._invalid)
 
     # ---- ADS server events -------------------------------------------------------------------------
     def on_event(self, name: str, data: dict[str, Any]) -> None:
@@ -116,13 +122,27 @@ class Metrics:
 
     def pins_changed(self, pins: Iterable[Any]) -> None:
         """The current pins (ops.nack.Pin): resources held at their last good version, objects blamed."""
-        self.rejected.clear()
-        self.rejected_objects.clear()
-        for (group, type_url), n in Tally((p.group, p.type_url) for p in pins).items():
-            self.rejected.labels(group, _short(type_url)).set(n)
+        pins = list(pins)
+        tally = Tally((p.group, _short(p.type_url)) for p in pins)
+        _set_series(self.rejected, self._series, {k: float(n) for k, n in tally.items()})
         blamed = {src for p in pins for src in p.sources}
-        for kind, n in Tally(src.split("/", 1)[0] for src in blamed).items():
-            self.rejected_objects.labels(kind).set(n)
+        kinds = Tally(src.split("/", 1)[0] for src in blamed)
+        _set_series(self.rejected_objects, self._series, {(k,): float(n) for k, n in kinds.items()})
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _set_series(gauge: Gauge, last: dict[int, dict[tuple[str, ...], float]],
+                values: dict[tuple[str, ...], float]) -> None:
+    """Make `gauge` hold exactly `values` (label values -> value), touching only the series that differ from
+    what this function set last time (the same result as clear() and setting every series)."""
+    before = last.get(id(gauge), {})
+    if values == before:
+        return
+    for labels in before.keys() - values.keys():
+        gauge.remove(*labels)
+    for labels, value in values.items():
+        if before.get(labels) != value:
+            gauge.labels(*labels).set(value)
+    last[id(gauge)] = dict(values)

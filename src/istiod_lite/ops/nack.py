@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from google.protobuf.message import Message
 
@@ -57,49 +57,75 @@ def parse_key(text: str) -> ConfigKey | None:
 
 
 class RejectionTracker:
+    """Per-push cost is O(changed): `apply` is free for a group without pins (the very mapping comes back) and
+    overlays only the pinned names otherwise; `served` reads the cache's per-type change record (xds/cache.py
+    TypeResources.base / changed / removed) instead of every resource."""
+
     def __init__(self, clock=time.time) -> None:
         self.clock = clock
-        # group -> (type, name) -> {version: message} (recent versions handed to the cache)
-        self._sent: dict[str, dict[tuple[str, str], dict[str, Message]]] = {}
+        # group -> type URL -> name -> {version: message} (recent versions handed to the cache)
+        self._sent: dict[str, dict[str, dict[str, dict[str, Message]]]] = {}
+        # group -> type URL -> the cache's TypeResources `served` last recorded (to diff the next one against)
+        self._seen: dict[str, dict[str, Any]] = {}
         self._good: dict[str, dict[tuple[str, str], tuple[str, Message]]] = {}
         self._sources: dict[str, Mapping[tuple[str, str], tuple[str, ...]]] = {}
+        self._applied: dict[str, frozenset[tuple[str, str]]] = {}  # group -> (type, name) pinned by the last apply
+        self._touched: dict[str, frozenset[tuple[str, str]]] = {}
         self.pins: dict[tuple[str, str, str], Pin] = {}
 
     # ---- what was served / accepted ----------------------------------------------------------------
-    def served(self, group: str, resources: ResourceMap, versions: Mapping[str, Mapping[str, str]],
+    def served(self, group: str, resources: ResourceMap, versions: Mapping[str, Mapping[str, Any]],
                sources: Mapping[tuple[str, str], tuple[str, ...]]) -> None:
-        """The messages just handed to the cache for `group`, with the cache's version of each."""
+        """The messages just handed to the cache for `group`, with the cache's version of each: `versions` is
+        type URL -> name -> version string, or the cache's own `SnapshotCache.get(group)` (type URL ->
+        TypeResources of CacheEntry). With the latter, a type whose TypeResources is the one recorded last time
+        costs nothing and one derived from it (`base`) costs O(its changed and removed names)."""
         sent = self._sent.setdefault(group, {})
-        live = set()
-        for type_url, by_name in resources.items():
-            for name, message in by_name.items():
-                version = versions.get(type_url, {}).get(name)
-                if version is None:
+        seen = self._seen.setdefault(group, {})
+        for type_url in [t for t in sent if t not in versions]:
+            del sent[type_url]
+            seen.pop(type_url, None)
+        for type_url, by_version in versions.items():
+            last = seen.get(type_url)
+            if by_version is last:
+                continue
+            by_name = resources.get(type_url, {})
+            history = sent.setdefault(type_url, {})
+            if last is not None and getattr(by_version, "base", None) is last:
+                names: Iterable[str] = by_version.changed  # type: ignore[attr-defined]
+                for name in by_version.removed:  # type: ignore[attr-defined]
+                    history.pop(name, None)
+            else:
+                names = [n for n in by_name if n in by_version]
+                for gone in [n for n in history if n not in by_name or n not in by_version]:
+                    del history[gone]
+            for name in names:
+                message = by_name.get(name)
+                if message is None:
+                    history.pop(name, None)
                     continue
-                live.add((type_url, name))
-                history = sent.setdefault((type_url, name), {})
-                history.pop(version, None)
-                history[version] = message
-                while len(history) > _HISTORY:
-                    history.pop(next(iter(history)))
-        for gone in [k for k in sent if k not in live]:
-            del sent[gone]
+                value = by_version[name]
+                _remember(history.setdefault(name, {}), value if isinstance(value, str) else value.version,
+                          message)
+            if hasattr(by_version, "base"):
+                seen[type_url] = by_version
+            else:
+                seen.pop(type_url, None)
         self._sources[group] = sources
 
     def acked(self, group: str, type_url: str, upserts: Mapping[str, str], removed: Iterable[str] = ()) -> None:
-        sent = self._sent.get(group, {})
+        sent = self._sent.get(group, {}).get(type_url, {})
         good = self._good.setdefault(group, {})
         for name, version in upserts.items():
-            message = sent.get((type_url, name), {}).get(version)
+            message = sent.get(name, {}).get(version)
             if message is not None:
                 good[(type_url, name)] = (version, message)
         for name in removed:
             good.pop((type_url, name), None)
 
     def forget_group(self, group: str) -> list[Pin]:
-        self._sent.pop(group, None)
-        self._good.pop(group, None)
-        self._sources.pop(group, None)
+        for state in (self._sent, self._seen, self._good, self._sources, self._applied, self._touched):
+            state.pop(group, None)
         gone = [k for k in self.pins if k[0] == group]
         return [self.pins.pop(k) for k in gone]
 
@@ -128,18 +154,31 @@ class RejectionTracker:
         gone = [k for k, p in self.pins.items() if names & set(p.sources)]
         return [self.pins.pop(k) for k in gone]
 
-    def apply(self, group: str, resources: ResourceMap) -> dict[str, dict[str, Message]]:
-        """`resources` with every pinned name replaced by its last good message (or left out)."""
-        out = {t: dict(by_name) for t, by_name in resources.items()}
-        for (g, type_url, name), pin in self.pins.items():
-            if g != group:
-                continue
-            by_name = out.setdefault(type_url, {})
-            if pin.good is None:
-                by_name.pop(name, None)
-            else:
-                by_name[name] = pin.good
+    def apply(self, group: str, resources: ResourceMap) -> ResourceMap:
+        """`resources` with every pinned name replaced by its last good message (or left out). Without pins
+        for `group` the very same mapping comes back; with pins, the pinned types are overlays (O(pins))."""
+        pins = [p for (g, _, _), p in self.pins.items() if g == group]
+        now = frozenset((p.type_url, p.name) for p in pins)
+        before = self._applied.get(group, frozenset())
+        self._touched[group] = now | before
+        if now:
+            self._applied[group] = now
+        else:
+            self._applied.pop(group, None)
+        if not pins:
+            return resources
+        by_type: dict[str, dict[str, Message | None]] = {}
+        for pin in pins:
+            by_type.setdefault(pin.type_url, {})[pin.name] = pin.good
+        out = dict(resources)
+        for type_url, overrides in by_type.items():
+            out[type_url] = _Overlay(resources.get(type_url, {}), overrides)
         return out
+
+    def touched(self, group: str) -> frozenset[tuple[str, str]]:
+        """(type URL, name) whose served message the last `apply` for `group` may have changed compared with
+        the apply before it: the names pinned then or now (a pin appeared, stayed or was released)."""
+        return self._touched.get(group, frozenset())
 
     def pinned(self, group: str | None = None) -> list[Pin]:
         return [p for k, p in sorted(self.pins.items()) if group is None or k[0] == group]
@@ -154,3 +193,47 @@ class RejectionTracker:
             keys = [k for k in map(parse_key, pin.sources) if k is not None] or [None]
             out.extend(error(k, "", message, REASON) for k in keys)
         return out
+
+
+def _remember(history: dict[str, Message], version: str, message: Message) -> None:
+    history.pop(version, None)
+    history[version] = message
+    while len(history) > _HISTORY:
+        history.pop(next(iter(history)))
+
+
+class _Overlay(Mapping):
+    """A read-only view of `base` with `overrides` (name -> message, or None: left out) applied."""
+
+    def __init__(self, base: Mapping[str, Message], overrides: Mapping[str, Message | None]) -> None:
+        self._base = base
+        self._over = overrides
+
+    def __getitem__(self, name: str) -> Message:
+        if name in self._over:
+            value = self._over[name]
+            if value is None:
+                raise KeyError(name)
+            return value
+        return self._base[name]
+
+    def __contains__(self, name: object) -> bool:
+        if name in self._over:
+            return self._over[name] is not None  # type: ignore[index]
+        return name in self._base
+
+    def __iter__(self) -> Iterator[str]:
+        over = self._over
+        for name in self._base:
+            if name not in over or over[name] is not None:
+                yield name
+        for name, value in over.items():
+            if value is not None and name not in self._base:
+                yield name
+
+    def __len__(self) -> int:
+        n = len(self._base)
+        for name, value in self._over.items():
+            present = name in self._base
+            n += (value is not None) - present
+        return n

@@ -14,10 +14,16 @@ log = logging.getLogger("istiod_lite.issues")
 class IssueReporter:
     def __init__(self) -> None:
         self._current: set[Issue] = set()
+        self._last: list[Issue] = []  # the list given last time (mostly the same objects push after push)
 
     def update(self, issues: Iterable[Issue]) -> tuple[list[Issue], list[Issue]]:
-        """Replace the current set; log what is new and what went away. Returns (new, resolved)."""
-        latest = set(issues)
+        """Replace the current set; log what is new and what went away. Returns (new, resolved).
+        The same list as last time (compared element by element, identity first) costs no set or sort."""
+        given = list(issues)
+        if given == self._last:
+            return [], []
+        self._last = given
+        latest = set(given)
         new = sorted(latest - self._current, key=str)
         resolved = sorted(self._current - latest, key=str)
         for issue in new:

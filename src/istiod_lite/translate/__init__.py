@@ -22,7 +22,8 @@ against, and what it falls back to for HBONE / TCP waypoints).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
 from istiod_lite.model.meta import ConfigKey, Issue
 from istiod_lite.model.snapshot import ConfigSnapshot
@@ -39,6 +40,10 @@ __all__ = ["translate", "TranslateOptions", "TranslateResult"]
 class TranslateResult:
     resources: types.ResourceSet
     issues: tuple[Issue, ...]
+    # type URL -> names upserted or removed since the previous result for the same waypoint (a superset: a name
+    # may be listed although its message came out the same); a type URL absent is unchanged. None: unknown (a
+    # full translation). Set by translate/incremental.py; not part of equality.
+    changes: Mapping[str, frozenset[str]] | None = field(default=None, compare=False)
 
 
 def _sorted(d: dict) -> dict:

@@ -16,8 +16,10 @@ Dependencies (what a unit / cluster reads; `ConfigSnapshot.changed` names what c
 
 `IncrementalTranslator.translate(snapshot, waypoint)` returns the same TranslateResult as `translate()` would,
 byte for byte per resource (tests/test_incremental_equivalence.py checks it after every step of randomized
-change sequences). `affected(snapshot)` says which waypoints a snapshot can change at all, so the app never
-translates (or pushes) a waypoint no changed object reaches.
+change sequences); its `changes` names the resources that may differ from the previous result of the
+waypoint (None after a full translation), so the app hands the xds cache O(changed) work. `affected(snapshot)`
+says which waypoints a snapshot can change at all, so the app never translates (or pushes) a waypoint no
+changed object reaches.
 
 Route granularity (route_scopes.py): on a Scoped RDS listener a changed virtual host re-emits its service's own
 RouteConfiguration (one virtual host) and any shared-key RouteConfiguration holding it; scopes depend only on the
@@ -663,7 +665,9 @@ class IncrementalTranslator:
         if st.issues_sorted is None:
             st.issues_sorted = tuple(sorted(st.issue_counts, key=_issue_order))
         issues = st.issues_sorted
-        return TranslateResult(types.ResourceSet(out, _Sources(st.fixed_sources, route_src)), issues)
+        # what differs from the previous result (the patches; a first / full translation: unknown)
+        changes = None if up.first else {t: frozenset(p) for t, p in up.patches.items() if p}
+        return TranslateResult(types.ResourceSet(out, _Sources(st.fixed_sources, route_src)), issues, changes)
 
 
 def _needs_plain_translate(wp: Waypoint) -> bool:
