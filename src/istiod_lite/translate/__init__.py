@@ -29,6 +29,7 @@ from istiod_lite.model.meta import ConfigKey, Issue
 from istiod_lite.model.snapshot import ConfigSnapshot
 from istiod_lite.translate import clusters, endpoints, hbone, listeners, routes, tcp
 from istiod_lite.translate.destination_rules import DestinationRules
+from istiod_lite.translate.gc_pause import paused_gc
 from istiod_lite.translate.options import TranslateOptions
 from istiod_lite.translate.waypoint import resolve
 from istiod_lite.xds import types
@@ -52,6 +53,11 @@ def _sorted(d: dict) -> dict:
 
 def translate(snapshot: ConfigSnapshot, waypoint: ConfigKey,
               options: TranslateOptions = TranslateOptions()) -> TranslateResult:
+    with paused_gc():  # allocation-heavy, nothing to collect until it returns (gc_pause.py)
+        return _translate(snapshot, waypoint, options)
+
+
+def _translate(snapshot: ConfigSnapshot, waypoint: ConfigKey, options: TranslateOptions) -> TranslateResult:
     wp, problem = resolve(snapshot, waypoint, options)
     if wp is None:
         empty = {t: {} for t in (types.LISTENER, types.SCOPED_ROUTE, types.ROUTE, types.CLUSTER, types.ENDPOINT)}
@@ -92,7 +98,8 @@ def translate(snapshot: ConfigSnapshot, waypoint: ConfigKey,
     hbone.rewrite_upstreams(wp, drs, out)  # in-mesh endpoints through connect_originate (no-op without HBONE)
 
     resources = {t: _sorted(v) for t, v in out.items()}
-    src = {k: tuple(sorted(str(x) for x in v)) for k, v in sorted(sources.items())}
+    text: dict[ConfigKey, str] = {}  # str() of each key once (most keys are sources of several resources)
+    src = {k: tuple(sorted([text.get(x) or text.setdefault(x, str(x)) for x in v])) for k, v in sorted(sources.items())}
     return TranslateResult(types.ResourceSet(resources, src), tuple(sorted(set(wp.issues), key=_issue_order)))
 
 

@@ -22,13 +22,15 @@ attachment: authz_attach.py; matchers: authz_match.py.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from envoy.config.rbac.v3 import rbac_pb2 as rbac_config
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from google.protobuf import any_pb2
 
 from istiod_lite.model.istio import IstioConfig
-from istiod_lite.model.meta import ConfigKey, warning
+from istiod_lite.model.meta import ConfigKey, Issue, warning
 from istiod_lite.model.service import Service
 from istiod_lite.translate import authz_attach, authz_match
 from istiod_lite.translate.authz_rules import ALLOW, AUDIT, CUSTOM, DENY, RuleContext, build_policy
@@ -42,6 +44,7 @@ FILTERS = (RBAC_AUDIT_FILTER, RBAC_CUSTOM_FILTER, RBAC_DENY_FILTER, RBAC_ALLOW_F
 _ENVOY_ACTION = {RBAC_AUDIT_FILTER: rbac_config.RBAC.LOG, RBAC_CUSTOM_FILTER: rbac_config.RBAC.DENY,
                  RBAC_DENY_FILTER: rbac_config.RBAC.DENY, RBAC_ALLOW_FILTER: rbac_config.RBAC.ALLOW}
 _ATTACHMENT_REPORTED = "_istiod_lite_attachment_reported"
+_MEMO = "_istiod_lite_authz_memo"
 _FILTER_OF = {AUDIT: RBAC_AUDIT_FILTER, CUSTOM: RBAC_CUSTOM_FILTER, DENY: RBAC_DENY_FILTER, ALLOW: RBAC_ALLOW_FILTER}
 
 
@@ -61,7 +64,7 @@ def policy_name(policy: IstioConfig, suffix: str) -> str:
 
 def policy_keys(wp: Waypoint, service: Service) -> set[ConfigKey]:
     """The AuthorizationPolicies that shape `service`'s virtual hosts (dependency tracking)."""
-    return {p.key for p in authz_attach.attached(wp, service)}
+    return {p.key for p in attached(wp, service)}
 
 
 def _is_invalid(wp: Waypoint, policy: IstioConfig) -> bool:
@@ -80,6 +83,71 @@ def _served_port(service: Service, port: int | None) -> int | None:
     return ports[0].number if ports else None
 
 
+def _memo(wp: Waypoint) -> dict:
+    """Per-translation memo (lives on the Waypoint, so it never outlives one snapshot)."""
+    memo = wp.__dict__.get(_MEMO)
+    if memo is None:
+        memo = wp.__dict__[_MEMO] = {}
+    return memo
+
+
+def attached(wp: Waypoint, service: Service) -> list[IstioConfig]:
+    """authz_attach.attached, memoised per translation (policy_keys and virtual_host_config both ask)."""
+    memo = _memo(wp)
+    hit = memo.get(("attached", id(service)))
+    if hit is not None and hit[0] is service:
+        return hit[1]
+    refs = memo.get("policy refs")
+    if refs is None:
+        refs = memo["policy refs"] = {}
+    found = authz_attach.attached(wp, service, refs)
+    memo[("attached", id(service))] = (service, found)
+    return found
+
+
+def _rules(wp: Waypoint, policy: IstioConfig, action: str, port: int | None, peer_identity: str
+           ) -> list[tuple[str, rbac_config.Policy | None, tuple[Issue, ...]]]:
+    """(name suffix, built RBAC policy or None, issues) per rule of `policy`. The built policies depend on the
+    rules' content, the action, the namespace, the port and `peer_identity` only, so equal policies (the same
+    rules in many policies, a root-namespace policy attached to every service) are built once per translation;
+    the messages are shared read-only (copied into each RBAC map). Issues are re-keyed to `policy`."""
+    rules = policy.spec.get("rules") or ()
+    memo = _memo(wp)
+    ck = ("rules", action, policy.namespace, port, peer_identity, repr(rules))
+    hit = memo.get(ck)
+    if hit is None:
+        hit = []
+        for i, rule in enumerate(rules):
+            ctx = RuleContext(policy, action, port, peer_identity=peer_identity)
+            built = build_policy(ctx, rule or {}, f"spec.rules[{i}]")
+            hit.append((f"rule[{i}]", built, tuple(ctx.issues), policy.key))
+        memo[ck] = hit
+    return [(suffix, built, issues if key == policy.key else tuple(replace(x, key=policy.key) for x in issues))
+            for suffix, built, issues, key in hit]
+
+
+def _pack_rbac(wp: Waypoint, name: str, policies: dict[str, rbac_config.Policy]) -> any_pb2.Any:
+    """The packed RBACPerRoute of one filter. Equal inputs (same names, same memoised policy messages: e.g. a
+    root-namespace policy alone in its filter on every service) give the same Any, shared read-only: callers
+    copy it into their virtual host."""
+    key = ("pack", name, tuple((k, id(v)) for k, v in sorted(policies.items())))
+    memo = _memo(wp)
+    hit = memo.get(key)
+    if hit is not None:
+        return hit[0]
+    packed = _pack(name, policies)
+    memo[key] = (packed, policies)  # keeps the keyed messages alive (their ids stay theirs)
+    return packed
+
+
+def _pack(name: str, policies: dict[str, rbac_config.Policy]) -> any_pb2.Any:
+    per_route = rbac_pb2.RBACPerRoute(rbac=rbac_pb2.RBAC(rules=rbac_config.RBAC(
+        action=_ENVOY_ACTION[name], policies={k: policies[k] for k in sorted(policies)})))
+    packed = any_pb2.Any()
+    packed.Pack(per_route, deterministic=True)  # `policies` is a map: fixed bytes, stable hashes
+    return packed
+
+
 def virtual_host_config(wp: Waypoint, service: Service, port: int | None = None,
                         peer_identity: str = "tls") -> dict[str, any_pb2.Any]:
     """Filter name -> packed ``RBACPerRoute`` for the virtual host of `service` (served on service `port`; the
@@ -90,43 +158,40 @@ def virtual_host_config(wp: Waypoint, service: Service, port: int | None = None,
         wp.__dict__[_ATTACHMENT_REPORTED] = True
         for issue in authz_attach.attachment_issues(wp):
             wp.report(issue)
-    policies = authz_attach.attached(wp, service)
+    policies = attached(wp, service)
     if not policies:
         return {}
     rules: dict[str, dict[str, rbac_config.Policy]] = {f: {} for f in FILTERS}
     has_allow = False
-    deny_all = _match_all()
+    served = _served_port(service, port)
     for policy in policies:
         action = _action(policy)
         if _is_invalid(wp, policy):
             wp.report(warning(policy.key, "spec", f"the policy is invalid: requests to {service.hostname} are "
                               "denied until it is fixed (fail closed)", "FailClosed"))
-            rules[RBAC_DENY_FILTER][policy_name(policy, "invalid")] = deny_all
+            rules[RBAC_DENY_FILTER][policy_name(policy, "invalid")] = _DENY_ALL
             continue
         if action == CUSTOM:
             wp.report(warning(policy.key, "spec.action", "CUSTOM (ext_authz) providers are not supported: requests "
                               "this policy selects are denied (fail closed)"))
         has_allow |= action == ALLOW
         target = rules[_FILTER_OF[action]]
-        for i, rule in enumerate(policy.spec.get("rules") or ()):
-            ctx = RuleContext(policy, action, _served_port(service, port), peer_identity=peer_identity)
-            built = build_policy(ctx, rule or {}, f"spec.rules[{i}]")
-            for issue in ctx.issues:
+        for suffix, built, issues in _rules(wp, policy, action, served, peer_identity):
+            for issue in issues:
                 wp.report(issue)
             if built is not None:
-                target[policy_name(policy, f"rule[{i}]")] = built
+                target[policy_name(policy, suffix)] = built
     out: dict[str, any_pb2.Any] = {}
     for name in FILTERS:
         if not rules[name] and not (name == RBAC_ALLOW_FILTER and has_allow):
             continue
-        per_route = rbac_pb2.RBACPerRoute(rbac=rbac_pb2.RBAC(rules=rbac_config.RBAC(
-            action=_ENVOY_ACTION[name], policies={k: rules[name][k] for k in sorted(rules[name])})))
-        packed = any_pb2.Any()
-        packed.Pack(per_route, deterministic=True)  # `policies` is a map: fixed bytes, stable hashes
-        out[name] = packed
+        out[name] = _pack_rbac(wp, name, rules[name])
     return out
 
 
 def _match_all() -> rbac_config.Policy:
     return rbac_config.Policy(permissions=[authz_match.perm_any()], principals=[authz_match.princ_any()])
+
+
+_DENY_ALL = _match_all()  # shared read-only: only ever copied into RBAC maps
 

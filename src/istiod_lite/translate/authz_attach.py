@@ -66,10 +66,28 @@ def candidates(wp: Waypoint, service: Service) -> list[IstioConfig]:
     return sorted(unique.values(), key=snap.order_of)
 
 
-def attached(wp: Waypoint, service: Service) -> list[IstioConfig]:
-    """The policies that apply to `service` on this waypoint, in snapshot order (creation time, key)."""
-    return [p for p in candidates(wp, service)
-            if any(_ref_matches(wp, p, ref, service) for _, ref in target_refs(p)) and not dry_run(p)]
+def attached(wp: Waypoint, service: Service, memo: dict | None = None) -> list[IstioConfig]:
+    """The policies that apply to `service` on this waypoint, in snapshot order (creation time, key). `memo`
+    (optional, one per snapshot) keeps each policy's targetRefs and dry-run flag across calls."""
+    if memo is None:
+        return [p for p in candidates(wp, service)
+                if any(_ref_matches(wp, p, ref, service) for _, ref in target_refs(p)) and not dry_run(p)]
+    common = memo.get("waypoint candidates")
+    if common is None:  # the Gateway / GatewayClass candidates: the same for every service
+        snap = wp.snapshot
+        found = [*snap.policies_targeting("Gateway", wp.namespace, wp.gateway.key.name),
+                 *snap.policies_targeting("GatewayClass", snap.root_namespace, wp.gateway.class_name)]
+        common = memo["waypoint candidates"] = list({id(p): p for p in found}.values())
+    own = wp.snapshot.policies_targeting(service.key.kind, service.namespace, service.key.name)
+    unique = {id(p): p for p in (*common, *own)}
+    out = []
+    for p in sorted(unique.values(), key=wp.snapshot.order_of):  # = candidates(wp, service)
+        info = memo.get(id(p))
+        if info is None or info[0] is not p:
+            info = memo[id(p)] = (p, target_refs(p), dry_run(p))
+        if not info[2] and any(_ref_matches(wp, p, ref, service) for _, ref in info[1]):
+            out.append(p)
+    return out
 
 
 def dry_run(policy: IstioConfig) -> bool:

@@ -18,10 +18,14 @@ from envoy.config.core.v3 import config_source_pb2
 
 from istiod_lite.model.meta import ConfigKey, warning
 from istiod_lite.translate import cluster_lb, cluster_policy, cluster_tls, dr_report, endpoints
-from istiod_lite.translate.destination_rules import DestinationRules, effective_policy
+from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.destinations import ClusterRef, inbound_ref
 from istiod_lite.translate.durations import seconds_duration
 from istiod_lite.translate.waypoint import Waypoint, http_ports
+
+
+_TEMPLATES = "_istiod_lite_cluster_templates"
+_INLINE_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN", "NONE"})  # clusters without EDS (see _discovery)
 
 
 def inbound_refs(wp: Waypoint, drs: DestinationRules) -> list[ClusterRef]:
@@ -63,10 +67,8 @@ def _discovery(c: cluster_pb2.Cluster, ref: ClusterRef) -> bool:
     return True
 
 
-def build_cluster(wp: Waypoint, drs: DestinationRules, ref: ClusterRef) -> tuple[cluster_pb2.Cluster, bool, set[ConfigKey]]:
-    c = cluster_pb2.Cluster(name=ref.name, connect_timeout=seconds_duration(wp.options.connect_timeout_seconds))
-    rule = drs.for_service(ref.service)
-    policy = effective_policy(rule, ref.port.number, ref.subset)
+def _body(wp: Waypoint, ref: ClusterRef, policy: Mapping[str, Any], name: str) -> tuple[cluster_pb2.Cluster, bool]:
+    c = cluster_pb2.Cluster(name=name, connect_timeout=seconds_duration(wp.options.connect_timeout_seconds))
     eds = _discovery(c, ref)
     outlier = policy.get("outlierDetection")
     cluster_policy.apply_outlier_detection(c, outlier)
@@ -82,6 +84,36 @@ def build_cluster(wp: Waypoint, drs: DestinationRules, ref: ClusterRef) -> tuple
     cluster_tls.apply_proxy_protocol(c, policy.get("proxyProtocol"))
     cluster_policy.apply_connection_pool(c, policy.get("connectionPool"), ref.port, policy.get("retryBudget"),
                                          tls, outlier)
+    return c, eds
+
+
+def _eds_cluster(wp: Waypoint, ref: ClusterRef, policy: Mapping[str, Any], text: str
+                 ) -> tuple[cluster_pb2.Cluster, bool]:
+    """A cluster without inline endpoints (EDS, or ORIGINAL_DST by a PASSTHROUGH load balancer) from a
+    per-translation template: its body (all but the name) and EDS flag depend only on the effective policy and
+    the port's protocol, so clusters of equal policies (every cluster
+    without a DestinationRule, or with the same policy) are serialized once and parsed per name. The bytes are
+    the ones `_body` gives (fields serialize in field-number order whatever the order they were set in)."""
+    memo = wp.__dict__.get(_TEMPLATES)
+    if memo is None:
+        memo = wp.__dict__[_TEMPLATES] = {}
+    key = (ref.port.protocol, text)  # text: repr(policy)
+    hit = memo.get(key)
+    if hit is None:
+        c, eds = _body(wp, ref, policy, "")
+        hit = memo[key] = (c.SerializeToString(), eds)
+    c = cluster_pb2.Cluster(name=ref.name)
+    c.MergeFromString(hit[0])
+    return c, hit[1]
+
+
+def build_cluster(wp: Waypoint, drs: DestinationRules, ref: ClusterRef) -> tuple[cluster_pb2.Cluster, bool, set[ConfigKey]]:
+    rule = drs.for_service(ref.service)
+    policy = drs.effective(rule, ref.port.number, ref.subset)
+    if ref.service.resolution in _INLINE_RESOLUTIONS:
+        c, eds = _body(wp, ref, policy, ref.name)
+    else:
+        c, eds = _eds_cluster(wp, ref, policy, drs.policy_text(policy))
     sources = {ref.service.key}
     if rule is not None:
         if rule.policy_source is not None:

@@ -101,6 +101,8 @@ class DestinationRules:
         self._wp = wp
         self._cache: dict[tuple[str, str], MergedRule | None] = {}
         self._shared = shared
+        self._policies: dict[tuple[int, int, int], tuple[Any, Any, dict[str, Any]]] = {}
+        self._texts: dict[int, tuple[Mapping[str, Any], str]] = {}
         if report_selectors:
             for issue in selector_issues(wp):
                 wp.report(issue)
@@ -139,6 +141,22 @@ class DestinationRules:
                 self._shared[ck] = (rule, tuple(self._wp.issues[before:]))
         return self._cache[ck]
 
+    def effective(self, rule: MergedRule | None, port: int, subset: Subset | None = None) -> dict[str, Any]:
+        """`effective_policy(rule, port, subset)`, memoised (clusters, endpoints and routes all ask for the same
+        ones). The dict is shared: read it, never change it."""
+        key = (id(rule), port, id(subset))
+        hit = self._policies.get(key)
+        if hit is None or hit[0] is not rule or hit[1] is not subset:
+            hit = self._policies[key] = (rule, subset, effective_policy(rule, port, subset))
+        return hit[2]
+
+    def policy_text(self, policy: Mapping[str, Any]) -> str:
+        """repr(policy), once per memoised policy dict (a content key for templates built from a policy)."""
+        hit = self._texts.get(id(policy))
+        if hit is None or hit[0] is not policy:
+            hit = self._texts[id(policy)] = (policy, repr(policy))
+        return hit[1]
+
     def _ns_rank(self, ns: str, service: Service) -> int:
         order = (self._wp.namespace, service.namespace, self._wp.snapshot.root_namespace)
         return order.index(ns) if ns in order else len(order)
@@ -153,8 +171,13 @@ class DestinationRules:
             # "other" namespaces are searched one at a time, in name order
             return (ns_rank, c[1].namespace if ns_rank == 3 else "", _specificity(c[0]))
 
-        best = min(cands, key=lambda c: (rank(c), _age(c[1])))
-        chosen = sorted((dr for host, dr in cands if host == best[0] and rank((host, dr)) == rank(best)), key=_age)
+        if len(cands) == 1:  # the common case: one DR for the host (same result as below, without ranking)
+            best, chosen = cands[0], [cands[0][1]]
+        else:
+            best = min(cands, key=lambda c: (rank(c), _age(c[1])))
+            best_rank = rank(best)
+            chosen = sorted((dr for host, dr in cands if host == best[0] and rank((host, dr)) == best_rank),
+                            key=_age)
         subsets: list[Subset] = []
         seen: set[str] = set()
         policy = None
@@ -221,12 +244,13 @@ def effective_policy(rule: MergedRule | None, port: int, subset: Subset | None =
 def policy_for(wp: Waypoint, service: Service, port: int | ServicePort, subset: str | Subset | None
                ) -> dict[str, Any]:
     """The effective policy of (service, port, subset); `port` may be a number or a ServicePort, `subset` a name
-    or a Subset."""
-    rule = DestinationRules.of(wp).for_service(service)
+    or a Subset. Memoised per translation: read-only."""
+    drs = DestinationRules.of(wp)
+    rule = drs.for_service(service)
     number = port.number if isinstance(port, ServicePort) else int(port)
     name = subset.name if isinstance(subset, Subset) else subset
     sub = rule.subset(name) if rule is not None and name else None
-    return effective_policy(rule, number, sub)
+    return drs.effective(rule, number, sub)
 
 
 def consistent_hash(policy: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -19,6 +19,7 @@ from istiod_lite.translate.destination_rules import policy_for
 from istiod_lite.translate.destinations import ClusterRef
 from istiod_lite.translate.waypoint import Waypoint
 
+_MEMO = "_istiod_lite_eds_memo"
 EndpointTuple = tuple[str, int, int, str]  # (address, port, weight, locality)
 
 
@@ -97,6 +98,22 @@ def locality_assignment(wp: Waypoint, ref: ClusterRef, policy: Mapping[str, Any]
 
 
 def eds_assignment(wp: Waypoint, ref: ClusterRef) -> endpoint_pb2.ClusterLoadAssignment:
-    """The EDS resource of `ref`'s cluster (translate() calls this for every EDS cluster)."""
+    """The EDS resource of `ref`'s cluster (translate() calls this for every EDS cluster).
+
+    Memoised per translation by everything it reads besides the name (the service's endpoints, the port, the
+    subset's labels, the policy's loadBalancer and whether it has outlierDetection; the waypoint is fixed):
+    services with equal endpoints and policies share serialized bytes, each result is a fresh message."""
     policy = policy_for(wp, ref.service, ref.port.number, ref.subset.name if ref.subset else None)
-    return locality_assignment(wp, ref, policy)
+    memo = wp.__dict__.get(_MEMO)
+    if memo is None:
+        memo = wp.__dict__[_MEMO] = {}
+    key = (ref.service.endpoints, ref.port, ref.subset.labels if ref.subset is not None else None,
+           repr(policy.get("loadBalancer")), policy.get("outlierDetection") is not None)
+    body = memo.get(key)
+    if body is None:
+        body = memo[key] = locality_assignment(wp, ref, policy).SerializeToString()
+        # (the stored bytes carry the first ref's cluster_name: overwritten below, a scalar, so the bytes match)
+    cla = endpoint_pb2.ClusterLoadAssignment()
+    cla.MergeFromString(body)
+    cla.cluster_name = ref.name
+    return cla

@@ -68,8 +68,31 @@ def parse_retry_on(text: str) -> tuple[str, list[int]]:
     return ",".join(policies), codes
 
 
+_MEMO: dict[tuple, bytes | None] = {}
+_MEMO_MAX = 4096
+
+
 def retry_policy(retries: Mapping[str, Any] | None, options: TranslateOptions,
                  consistent_hash: bool = False) -> rc.RetryPolicy | None:
+    """A fresh RetryPolicy message (or None). Built once per distinct input (memoised as serialized bytes: the
+    default policy is the same on every route) and parsed per call."""
+    key = (repr(retries), options, consistent_hash)
+    body = _MEMO.get(key, False)
+    if body is False:
+        built = _build(retries, options, consistent_hash)
+        body = None if built is None else built.SerializeToString()
+        if len(_MEMO) >= _MEMO_MAX:
+            _MEMO.clear()
+        _MEMO[key] = body
+    if body is None:
+        return None
+    policy = rc.RetryPolicy()
+    policy.MergeFromString(body)
+    return policy
+
+
+def _build(retries: Mapping[str, Any] | None, options: TranslateOptions,
+           consistent_hash: bool = False) -> rc.RetryPolicy | None:
     if retries is None:
         return default_policy(options, consistent_hash)
     attempts = int(retries.get("attempts", 0) or 0)

@@ -87,9 +87,12 @@ def _pack(msg: Message) -> any_pb2.Any:
 def set_timeout(action: rc.RouteAction, timeout: Any) -> None:
     d = to_duration(timeout) if timeout is not None else None
     if d is None:
-        d = to_duration("0s")
+        d = _ZERO
     action.timeout.CopyFrom(d)
     action.max_grpc_timeout.CopyFrom(d)  # not max_stream_duration: see the module docstring
+
+
+_ZERO = to_duration("0s")  # read-only (copied into routes)
 
 
 def default_action(wp: Waypoint, ref: ClusterRef) -> Action:
