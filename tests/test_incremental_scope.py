@@ -99,3 +99,85 @@ def test_unknown_base_falls_back_to_full_translation() -> None:
     assert inc.stats["full"] == 3
     assert {n: m.SerializeToString() for n, m in again.resources.resources[types.CLUSTER].items()} == \
         {n: m.SerializeToString() for n, m in ra.resources.resources[types.CLUSTER].items()}
+
+
+# ---- HBONE (ambient) waypoints ------------------------------------------------------------------------------
+def _ambient(n: int) -> list[dict]:
+    docs = _mesh("a", n)
+    docs[0]["metadata"]["labels"]["istio.io/dataplane-mode"] = "ambient"
+    docs[1]["spec"]["listeners"] = [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]
+    for i, d in enumerate(d for d in docs if d["kind"] == "ServiceEntry"):
+        d["spec"]["addresses"] = [f"240.0.0.{i + 1}"]
+    return docs
+
+
+def _hbone_setup():
+    store = ConfigStore()
+    docs = _ambient(5)
+    for d in docs:
+        store.upsert("t", d)
+    inc = IncrementalTranslator()
+    a = ConfigKey("Gateway", "a", "wp")
+    return store, docs, inc, a, inc.translate(store.snapshot(), a)
+
+
+def _doc(docs: list[dict], kind: str, name: str) -> dict:
+    return copy.deepcopy(next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name))
+
+
+def _same_bytes(full, got) -> None:
+    for t, by_name in full.resources.resources.items():
+        assert {n: m.SerializeToString(deterministic=True) for n, m in by_name.items()} == \
+            {n: m.SerializeToString(deterministic=True) for n, m in got.resources.resources[t].items()}
+
+
+def test_hbone_virtual_service_change_rebuilds_one_route_configuration_only() -> None:
+    store, docs, inc, a, r0 = _hbone_setup()
+    assert "main_internal" in r0.resources.resources[types.LISTENER]
+    vs = _doc(docs, "VirtualService", "s2")
+    vs["spec"]["http"][0]["route"][0]["weight"] = 50
+    vs["spec"]["http"][0]["route"][1]["weight"] = 50
+    store.upsert("t", vs)
+    r1 = inc.translate(store.snapshot(), a)
+    assert inc.stats["incremental"] == 1 and inc.stats["full"] == 1
+    old, new = r0.resources.resources, r1.resources.resources
+    assert [n for n in old[types.ROUTE] if new[types.ROUTE][n] is not old[types.ROUTE][n]] == \
+        ["inbound-vip|80|http|s2.a.example"]
+    assert new[types.LISTENER] is old[types.LISTENER]  # main_internal's chains do not depend on routes
+    assert new[types.CLUSTER] is old[types.CLUSTER] and new[types.ENDPOINT] is old[types.ENDPOINT]
+    assert r1.changes == {types.ROUTE: frozenset({"inbound-vip|80|http|s2.a.example"})}
+    _same_bytes(translate(store.snapshot(), a), r1)
+
+
+def test_hbone_endpoint_change_rebuilds_that_services_clusters_through_connect_originate() -> None:
+    store, docs, inc, a, r0 = _hbone_setup()
+    se = _doc(docs, "ServiceEntry", "s3")
+    se["spec"]["endpoints"][0]["address"] = "10.0.0.9"
+    store.upsert("t", se)
+    r1 = inc.translate(store.snapshot(), a)
+    assert inc.stats["incremental"] == 1
+    old, new = r0.resources.resources, r1.resources.resources
+    changed = sorted(n for n in old[types.ENDPOINT] if new[types.ENDPOINT][n] is not old[types.ENDPOINT][n])
+    assert changed == ["inbound-vip|80|http/v1|s3.a.example", "inbound-vip|80|http|s3.a.example"]
+    cla = new[types.ENDPOINT]["inbound-vip|80|http|s3.a.example"]
+    addresses = [lb.endpoint.address for g in cla.endpoints for lb in g.lb_endpoints]
+    assert {x.envoy_internal_address.endpoint_id for x in addresses} == {"10.0.0.9:80", "10.0.0.2:80"}
+    assert all(x.envoy_internal_address.server_listener_name == "connect_originate" for x in addresses)
+    assert all(new[types.CLUSTER][n] is m for n, m in old[types.CLUSTER].items())  # same tunnel settings
+    assert new[types.ROUTE] is old[types.ROUTE] and new[types.LISTENER] is old[types.LISTENER]
+    _same_bytes(translate(store.snapshot(), a), r1)
+
+
+def test_hbone_identity_policy_change_rebuilds_its_services_route_only() -> None:
+    store, docs, inc, a, r0 = _hbone_setup()
+    ap = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": {"name": "s1", "namespace": "a"},
+          "spec": {"targetRefs": [{"kind": "ServiceEntry", "group": "networking.istio.io", "name": "s1"}],
+                   "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/a/sa/client"]}}]}]}}
+    store.upsert("t", ap)
+    r1 = inc.translate(store.snapshot(), a)
+    old, new = r0.resources.resources, r1.resources.resources
+    assert [n for n in old[types.ROUTE] if new[types.ROUTE][n] is not old[types.ROUTE][n]] == \
+        ["inbound-vip|80|http|s1.a.example"]
+    assert "io.istio.peer_principal" in str(new[types.ROUTE]["inbound-vip|80|http|s1.a.example"])
+    assert inc.stats["incremental"] == 1
+    _same_bytes(translate(store.snapshot(), a), r1)

@@ -3,8 +3,8 @@ from it (plus Secrets and NACK pins) must be complete, i.e. applying the hint gi
 checking every resource.
 
 Randomized change sequences (edits of a random spec leaf, deletes, re-adds; through the real ConfigStore) over
-the golden inputs (with and without their HBONE listeners: full and incremental translation) and a synthetic mesh
-with cross-service routes. Interleaved: certificate rotations (new Secret objects) and NACKs that pin a resource
+the golden inputs (with and without their HBONE listeners), a synthetic mesh with cross-service routes and a
+synthetic ambient mesh (HBONE, HTTP and TCP listeners, or HBONE alone). Interleaved: certificate rotations (new Secret objects) and NACKs that pin a resource
 to its last good version or leave it out, released when a blamed object changes.
 """
 
@@ -67,12 +67,17 @@ def _steps(docs: list[dict], rng: random.Random, steps: int, keep: frozenset[str
 
 
 # ---- translation level: TranslateResult.changes ------------------------------------------------------------
+MESHES = {"http": lambda: eq._synthetic(), "ambient": lambda: eq._synthetic_ambient(),
+          "hbone-only": lambda: eq._synthetic_ambient(http=False, tcp=False)}
+
+
 @pytest.mark.parametrize("seed", range(4))
-def test_translation_changes_applied_to_the_cache_equal_a_full_check(seed: int) -> None:
+@pytest.mark.parametrize("mesh", sorted(MESHES))
+def test_translation_changes_applied_to_the_cache_equal_a_full_check(mesh: str, seed: int) -> None:
     from istiod_lite.model.store import ConfigStore
 
     rng = random.Random(seed)
-    docs = eq._synthetic()
+    docs = MESHES[mesh]()
     store = ConfigStore()
     for d in docs:
         store.upsert("test", d)
@@ -191,8 +196,9 @@ async def _drive(docs: list[dict], seed: int, steps: int, keep: frozenset[str] =
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_app_push_hint_gives_the_same_cache_as_a_full_check_synthetic(seed: int) -> None:
-    app, hinted = asyncio.run(_drive(eq._synthetic(), seed, 40, frozenset({"Gateway", "Namespace"})))
+@pytest.mark.parametrize("mesh", ["http", "ambient"])
+def test_app_push_hint_gives_the_same_cache_as_a_full_check_synthetic(mesh: str, seed: int) -> None:
+    app, hinted = asyncio.run(_drive(MESHES[mesh](), seed, 40, frozenset({"Gateway", "Namespace"})))
     assert hinted > 10  # pushes with a hint were checked, not only full translations
 
 

@@ -10,12 +10,14 @@ Two passes, called from translate():
    RouteConfiguration of the same name by RDS: one virtual host, domains ``*``, built by routes.virtual_host
    (the same routes, retries, timeouts, faults, CORS as the plain HTTP listeners) with AuthorizationPolicy
    identity fields matched on the caller's SPIFFE id in filter state (authz ``peer_identity="filter_state"``).
-   Returns the cluster refs its routes use.
+   Returns the cluster refs its routes use. Built from per-unit functions (fixed_resources, claim_vips,
+   service_route, service_chain, main_internal_listener) that translate/incremental_hbone.py reuses.
 2. `rewrite_upstreams` (after clusters and endpoints): endpoints of ``inbound-vip`` clusters that are in the
    ambient mesh become internal addresses ``connect_originate`` / ``<ip:port>`` carrying the tunnel target in
    ``envoy.filters.listener.original_dst`` host metadata, and their cluster gets the ``internal_upstream``
    transport socket that passes it through. Endpoints not in the mesh stay plain addresses (and a cluster with
-   none in the mesh is left untouched), as Istio sends plaintext to workloads without a ztunnel.
+   none in the mesh is left untouched), as Istio sends plaintext to workloads without a ztunnel. Per cluster:
+   `rewrite_upstream`.
 
 Which endpoints are in the mesh: label ``istio.io/dataplane-mode`` on the endpoint (Pod / ServiceEntry
 endpoint labels), else on the service's namespace, equal to ``ambient``; never for MESH_EXTERNAL
@@ -40,7 +42,7 @@ from xds.type.matcher.v3 import matcher_pb2
 
 from istiod_lite.model.gateway import GatewayListener
 from istiod_lite.model.meta import ConfigKey, warning
-from istiod_lite.model.service import Endpoint, Service
+from istiod_lite.model.service import Endpoint, Service, ServicePort
 from istiod_lite.translate import clusters, endpoints, filters, hbone_listeners as hl, names, routes
 from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.destinations import ClusterRef
@@ -104,26 +106,24 @@ def _vip(text: str) -> str:
         return text
 
 
-def add_listeners(wp: Waypoint, drs: DestinationRules, out: dict[str, dict],
-                  sources: dict[tuple[str, str], set[ConfigKey]]) -> list[ClusterRef]:
-    gl = hbone_listener(wp)
-    if gl is None:
-        return []
+def fixed_resources(wp: Waypoint, gl: GatewayListener) -> list[tuple[str, object]]:
+    """(type URL, message) of the parts that depend only on the Gateway and options: listeners
+    ``connect_terminate``, ``connect_originate``, clusters ``main_internal``, ``connect_originate``."""
     opts = wp.options
     ips = list(wp.gateway.addresses) or [opts.listen_address]
-    fixed = [(types.LISTENER, hl.connect_terminate(ips, gl.port, opts.trust_domain)),
-             (types.LISTENER, hl.connect_originate_listener()),
-             (types.CLUSTER, hl.main_internal_cluster(opts.connect_timeout_seconds)),
-             (types.CLUSTER, hl.connect_originate_cluster(opts.connect_timeout_seconds, opts.hbone_upstream_port,
-                                                          opts.trust_domain))]
-    for type_url, msg in fixed:
-        out[type_url][msg.name] = msg
-        sources[(type_url, msg.name)] = {wp.key}
+    return [(types.LISTENER, hl.connect_terminate(ips, gl.port, opts.trust_domain)),
+            (types.LISTENER, hl.connect_originate_listener()),
+            (types.CLUSTER, hl.main_internal_cluster(opts.connect_timeout_seconds)),
+            (types.CLUSTER, hl.connect_originate_cluster(opts.connect_timeout_seconds, opts.hbone_upstream_port,
+                                                         opts.trust_domain))]
+
+
+def claim_vips(wp: Waypoint) -> tuple[dict[str, dict[int, str]], list[tuple[Service, ServicePort]]]:
+    """Who owns each VIP:port, in service order (the first wins; NoVIP / VIPConflict reported): (destination IP ->
+    port -> chain name, the (service, HTTP port) pairs that got a chain, in service order)."""
     table: dict[str, dict[int, str]] = {}
     owners: dict[tuple[str, int], Service] = {}
-    chains: list[lc.FilterChain] = []
-    refs: list[ClusterRef] = []
-    chain_sources: set[ConfigKey] = {wp.key}
+    claimed: list[tuple[Service, ServicePort]] = []
     for svc in wp.services:
         ports = http_ports(svc)
         if ports and not svc.addresses:
@@ -132,7 +132,7 @@ def add_listeners(wp: Waypoint, drs: DestinationRules, out: dict[str, dict],
             continue
         for port in ports:
             name = names.inbound_vip_cluster(port.number, svc.hostname)
-            claimed = False
+            claimed_any = False
             for vip in map(_vip, svc.addresses):
                 other = owners.get((vip, port.number))
                 if other is not None:
@@ -141,22 +141,50 @@ def add_listeners(wp: Waypoint, drs: DestinationRules, out: dict[str, dict],
                     continue
                 owners[(vip, port.number)] = svc
                 table.setdefault(vip, {})[port.number] = name
-                claimed = True
-            if not claimed:
-                continue
-            chains.append(_chain(name))
-            chain_sources.add(svc.key)
-            cfg = route_pb2.RouteConfiguration(name=name)
-            cfg.validate_clusters.value = False
-            cfg.max_direct_response_body_size_bytes.value = routes.MAX_DIRECT_RESPONSE_BODY
-            rr = routes.RouteResult(cfg, sources={wp.key})
-            cfg.virtual_hosts.append(routes.virtual_host(wp, drs, svc, port, ["*"], rr, peer_identity=FILTER_STATE))
-            out[types.ROUTE][name] = cfg
-            sources[(types.ROUTE, name)] = rr.sources | routes.dr_sources(drs, rr.refs)
-            refs.extend(rr.refs)
-    chains.sort(key=lambda c: c.name)
-    out[types.LISTENER][hl.MAIN_INTERNAL] = hl.main_internal(chains, chain_matcher(table))
-    sources[(types.LISTENER, hl.MAIN_INTERNAL)] = chain_sources
+                claimed_any = True
+            if claimed_any:
+                claimed.append((svc, port))
+    return table, claimed
+
+
+def service_route(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServicePort
+                  ) -> tuple[route_pb2.RouteConfiguration, set[ConfigKey], list[ClusterRef]]:
+    """The RouteConfiguration of one main_internal chain (named like the chain): (config, sources, refs)."""
+    name = names.inbound_vip_cluster(port.number, svc.hostname)
+    cfg = route_pb2.RouteConfiguration(name=name)
+    cfg.validate_clusters.value = False
+    cfg.max_direct_response_body_size_bytes.value = routes.MAX_DIRECT_RESPONSE_BODY
+    rr = routes.RouteResult(cfg, sources={wp.key})
+    cfg.virtual_hosts.append(routes.virtual_host(wp, drs, svc, port, ["*"], rr, peer_identity=FILTER_STATE))
+    return cfg, rr.sources | routes.dr_sources(drs, rr.refs), list(rr.refs)
+
+
+def service_chain(svc: Service, port: ServicePort) -> lc.FilterChain:
+    """The main_internal filter chain of one claimed service port (depends on nothing else)."""
+    return _chain(names.inbound_vip_cluster(port.number, svc.hostname))
+
+
+def main_internal_listener(chains: list[lc.FilterChain], table: dict[str, dict[int, str]]):
+    return hl.main_internal(sorted(chains, key=lambda c: c.name), chain_matcher(table))
+
+
+def add_listeners(wp: Waypoint, drs: DestinationRules, out: dict[str, dict],
+                  sources: dict[tuple[str, str], set[ConfigKey]]) -> list[ClusterRef]:
+    gl = hbone_listener(wp)
+    if gl is None:
+        return []
+    for type_url, msg in fixed_resources(wp, gl):
+        out[type_url][msg.name] = msg
+        sources[(type_url, msg.name)] = {wp.key}
+    table, claimed = claim_vips(wp)
+    refs: list[ClusterRef] = []
+    for svc, port in claimed:
+        cfg, src, route_refs = service_route(wp, drs, svc, port)
+        out[types.ROUTE][cfg.name] = cfg
+        sources[(types.ROUTE, cfg.name)] = src
+        refs.extend(route_refs)
+    out[types.LISTENER][hl.MAIN_INTERNAL] = main_internal_listener([service_chain(s, p) for s, p in claimed], table)
+    sources[(types.LISTENER, hl.MAIN_INTERNAL)] = {wp.key} | {svc.key for svc, _ in claimed}
     return refs
 
 
@@ -177,19 +205,24 @@ def rewrite_upstreams(wp: Waypoint, drs: DestinationRules, out: dict[str, dict])
     for ref in clusters.inbound_refs(wp, drs):
         cla = out[types.ENDPOINT].get(ref.name)
         cluster = out[types.CLUSTER].get(ref.name)
-        if cla is None or cluster is None:
-            continue
-        meshed = {e.address for e in endpoints.selected_endpoints(ref) if in_mesh(wp, ref.service, e)}
-        tunneled = 0
-        for group in cla.endpoints:
-            for lb in group.lb_endpoints:
-                address = lb.endpoint.address
-                if not address.HasField("socket_address") or address.socket_address.address not in meshed:
-                    continue
-                target = names.host_with_port(address.socket_address.address, address.socket_address.port_value)
-                address.CopyFrom(hl.internal_endpoint(hl.CONNECT_ORIGINATE, target).endpoint.address)
-                lb.metadata.filter_metadata[hl.ORIGINAL_DST].fields["local"].string_value = target
-                tunneled += 1
-        if tunneled:
-            inner = cluster.transport_socket if cluster.HasField("transport_socket") else None
-            cluster.transport_socket.CopyFrom(hl.internal_upstream(inner, passthrough_original_dst=True))
+        if cla is not None and cluster is not None:
+            rewrite_upstream(wp, ref, cluster, cla)
+
+
+def rewrite_upstream(wp: Waypoint, ref: ClusterRef, cluster, cla) -> None:
+    """One inbound-vip cluster and its ClusterLoadAssignment, in place: in-mesh endpoints through
+    connect_originate (module doc, pass 2)."""
+    meshed = {e.address for e in endpoints.selected_endpoints(ref) if in_mesh(wp, ref.service, e)}
+    tunneled = 0
+    for group in cla.endpoints:
+        for lb in group.lb_endpoints:
+            address = lb.endpoint.address
+            if not address.HasField("socket_address") or address.socket_address.address not in meshed:
+                continue
+            target = names.host_with_port(address.socket_address.address, address.socket_address.port_value)
+            address.CopyFrom(hl.internal_endpoint(hl.CONNECT_ORIGINATE, target).endpoint.address)
+            lb.metadata.filter_metadata[hl.ORIGINAL_DST].fields["local"].string_value = target
+            tunneled += 1
+    if tunneled:
+        inner = cluster.transport_socket if cluster.HasField("transport_socket") else None
+        cluster.transport_socket.CopyFrom(hl.internal_upstream(inner, passthrough_original_dst=True))

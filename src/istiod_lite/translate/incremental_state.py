@@ -1,0 +1,147 @@
+"""The state the incremental translator keeps per waypoint (translate/incremental.py): what the last translation
+built per *unit* (`_Unit`: one bound service, or the waypoint's TCP listeners as the pseudo unit `TCP_UNIT`) and
+per cluster (`_Cluster`), the waypoint-level parts fixed by the waypoint's shape (`_State`), and the copy-on-write
+bookkeeping of one translation step (`_Update`: resource patches, route source counters, issue counts).
+
+Nothing here translates; the builders are in incremental_units.py and incremental_hbone.py.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from envoy.config.route.v3 import route_pb2
+
+from istiod_lite.model.gateway import Gateway
+from istiod_lite.model.meta import ConfigKey, Issue
+from istiod_lite.model.service import Service, ServicePort
+from istiod_lite.model.snapshot import ConfigSnapshot
+from istiod_lite.translate import TranslateResult, authz, route_scopes
+from istiod_lite.translate.destination_rules import DestinationRules
+from istiod_lite.translate.destinations import ClusterRef
+from istiod_lite.translate.options import TranslateOptions
+from istiod_lite.translate.waypoint import Waypoint
+
+SERVICE_KINDS = frozenset({"Service", "ServiceEntry"})
+CONFIG_KINDS = frozenset({"VirtualService", "DestinationRule", "AuthorizationPolicy"})
+TCP_UNIT = "\x00tcp"  # the units key of the waypoint's TCP listeners (never a hostname)
+
+
+class _Full(Exception):
+    """This change needs a full translation of the waypoint (internal control flow)."""
+
+
+@dataclass
+class _Unit:
+    service: Service | None  # None: the TCP pseudo unit
+    vhosts: dict[int, object]  # HTTP listener port -> VirtualHost
+    sources: dict[int, frozenset[ConfigKey]]  # HTTP listener port -> route sources contributed
+    refs: dict[str, ClusterRef]  # cluster name -> first ref (inbound refs, then route refs)
+    dest_hosts: frozenset[str]
+    issues: tuple[Issue, ...]
+    # resources the unit owns alone (HBONE RouteConfigurations, TCP listeners): (type URL, name) -> (message,
+    # sources)
+    extra: dict[tuple[str, str], tuple[object, tuple[str, ...]]] = field(default_factory=dict)
+    inbound: frozenset[str] = frozenset()  # names of the service's inbound-vip clusters (clusters.inbound_refs)
+
+
+@dataclass
+class _Cluster:
+    ref: ClusterRef
+    cluster: object
+    endpoint: object | None
+    sources: tuple[str, ...]
+    eds_sources: tuple[str, ...] | None
+    issues: tuple[Issue, ...]
+
+
+@dataclass
+class _State:
+    snapshot: ConfigSnapshot
+    gateway: Gateway
+    services: dict[str, Service]  # hostname -> bound service
+    by_lower: dict[str, str]  # lowercased hostname -> hostname
+    ports: tuple[int, ...]  # HTTP listener ports
+    doms: dict[int, dict[str, list[str]]]
+    base_issues: tuple[Issue, ...]  # resolve, listeners, domains, HBONE claims
+    near: frozenset[str]
+    options: TranslateOptions = TranslateOptions()
+    # HBONE listener: hostname -> the HTTP ports that got a main_internal chain (None: no HBONE listener)
+    hbone: dict[str, tuple[ServicePort, ...]] | None = None
+    attach: dict[ConfigKey, tuple[Issue, ...]] | None = None  # attachment issues per near policy
+    units: dict[str, _Unit] = field(default_factory=dict)
+    clusters: dict[str, _Cluster] = field(default_factory=dict)
+    users: dict[str, set[str]] = field(default_factory=dict)  # cluster name -> unit keys
+    dest_index: dict[str, set[str]] = field(default_factory=dict)  # destination hostname -> unit keys
+    plans: dict[int, route_scopes.ScopePlan] = field(default_factory=dict)  # Scoped RDS listener ports
+    shared_of: dict[int, dict[str, list[str]]] = field(default_factory=dict)  # port -> hostname -> shared configs
+    # single-RouteConfiguration listener ports (wildcard hosts):
+    route_configs: dict[int, route_pb2.RouteConfiguration] = field(default_factory=dict)
+    vh_index: dict[int, dict[str, int]] = field(default_factory=dict)
+    route_sources: dict[int, Counter] = field(default_factory=dict)
+    issue_counts: Counter = field(default_factory=Counter)
+    issues_sorted: tuple[Issue, ...] | None = None
+    selectors: tuple[Issue, ...] = ()
+    services_tuple: tuple[Service, ...] | None = None
+    dr_memo: dict = field(default_factory=dict)  # DestinationRules lookups of the current snapshot
+    out: dict[str, dict[str, object]] = field(default_factory=dict)
+    fixed_sources: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    result: TranslateResult | None = None
+
+
+class _Update:
+    """Copy-on-write bookkeeping of one translation step (earlier results stay unchanged)."""
+
+    def __init__(self, st: _State, first: bool) -> None:
+        self.st = st
+        self.first = first
+        self.copied: set = set()
+        self.patches: dict[str, dict[str, object | None]] = {}
+
+    def counter(self, lp: int) -> Counter:
+        if lp not in self.copied:
+            self.copied.add(lp)
+            self.st.route_sources[lp] = Counter(self.st.route_sources.get(lp, ()))
+        return self.st.route_sources[lp]
+
+    def issues(self, items: Iterable[Issue], sign: int) -> None:
+        counts = self.st.issue_counts
+        for i in items:
+            before = counts[i]
+            counts[i] = before + sign
+            if (before > 0) != (counts[i] > 0):
+                self.st.issues_sorted = None
+            if counts[i] <= 0:
+                del counts[i]
+
+    def put(self, type_url: str, name: str, msg: object | None) -> None:
+        self.patches.setdefault(type_url, {})[name] = msg
+
+    def sources(self, key: tuple[str, str], value: tuple[str, ...] | None) -> None:
+        if "fixed" not in self.copied:
+            self.copied.add("fixed")
+            self.st.fixed_sources = dict(self.st.fixed_sources)
+        if value is None:
+            self.st.fixed_sources.pop(key, None)
+        else:
+            self.st.fixed_sources[key] = value
+
+
+def shape(s: Service) -> tuple:
+    """What waypoint-level parts read of a bound service (a change of it means a full translation)."""
+    return (s.key, s.hostname, s.ports, s.addresses, s.waypoint)
+
+
+def scratch(st: _State, snapshot: ConfigSnapshot) -> tuple[Waypoint, DestinationRules]:
+    """A Waypoint + DestinationRules to build one unit or cluster with (issues collected per unit)."""
+    if st.services_tuple is None:
+        st.services_tuple = tuple(st.services.values())
+    wp = Waypoint(snapshot=snapshot, gateway=st.gateway, options=st.options, services=st.services_tuple)
+    wp.__dict__[authz._ATTACHMENT_REPORTED] = True  # reported per policy by the state (`attach`)
+    return wp, DestinationRules(wp, report_selectors=False, shared=st.dr_memo)
+
+
+def sorted_text(keys: Iterable[ConfigKey]) -> tuple[str, ...]:
+    return tuple(sorted(str(k) for k in keys))
