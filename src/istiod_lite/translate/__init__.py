@@ -98,9 +98,23 @@ def _translate(snapshot: ConfigSnapshot, waypoint: ConfigKey, options: Translate
     hbone.rewrite_upstreams(wp, drs, out)  # in-mesh endpoints through connect_originate (no-op without HBONE)
 
     resources = {t: _sorted(v) for t, v in out.items()}
-    text: dict[ConfigKey, str] = {}  # str() of each key once (most keys are sources of several resources)
-    src = {k: tuple(sorted([text.get(x) or text.setdefault(x, str(x)) for x in v])) for k, v in sorted(sources.items())}
-    return TranslateResult(types.ResourceSet(resources, src), tuple(sorted(set(wp.issues), key=_issue_order)))
+    return TranslateResult(types.ResourceSet(resources, source_lists(sources)),
+                           tuple(sorted(set(wp.issues), key=_issue_order)))
+
+
+def source_lists(sources: Mapping[tuple[str, str], set[ConfigKey]]) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(type, name) -> sorted "Kind/ns/name" strings, in key order. Equal sets (a service's clusters and their
+    endpoints share one) are converted once; str() of each key once."""
+    text: dict[ConfigKey, str] = {}
+    done: dict[frozenset, tuple[str, ...]] = {}
+    out = {}
+    for k in sorted(sources):
+        v = frozenset(sources[k])
+        hit = done.get(v)
+        if hit is None:
+            hit = done[v] = tuple(sorted([text.get(x) or text.setdefault(x, str(x)) for x in v]))
+        out[k] = hit
+    return out
 
 
 def _issue_order(i: Issue) -> tuple:

@@ -32,7 +32,7 @@ from google.protobuf import any_pb2
 from istiod_lite.model.istio import IstioConfig
 from istiod_lite.model.meta import ConfigKey, Issue, warning
 from istiod_lite.model.service import Service
-from istiod_lite.translate import authz_attach, authz_match
+from istiod_lite.translate import authz_attach, authz_match, wire
 from istiod_lite.translate.authz_rules import ALLOW, AUDIT, CUSTOM, DENY, RuleContext, build_policy
 from istiod_lite.translate.waypoint import Waypoint, http_ports
 
@@ -105,6 +105,17 @@ def attached(wp: Waypoint, service: Service) -> list[IstioConfig]:
     return found
 
 
+def _info(wp: Waypoint, policy: IstioConfig) -> tuple[IstioConfig, str, str, bool]:
+    """(policy, action, repr of its rules, invalid), once per policy per translation (a root-namespace policy
+    is attached to every service)."""
+    memo = _memo(wp)
+    hit = memo.get(("info", id(policy)))
+    if hit is None or hit[0] is not policy:
+        hit = memo[("info", id(policy))] = (policy, _action(policy), repr(policy.spec.get("rules") or ()),
+                                            _is_invalid(wp, policy))
+    return hit
+
+
 def _rules(wp: Waypoint, policy: IstioConfig, action: str, port: int | None, peer_identity: str
            ) -> list[tuple[str, rbac_config.Policy | None, tuple[Issue, ...]]]:
     """(name suffix, built RBAC policy or None, issues) per rule of `policy`. The built policies depend on the
@@ -113,7 +124,7 @@ def _rules(wp: Waypoint, policy: IstioConfig, action: str, port: int | None, pee
     the messages are shared read-only (copied into each RBAC map). Issues are re-keyed to `policy`."""
     rules = policy.spec.get("rules") or ()
     memo = _memo(wp)
-    ck = ("rules", action, policy.namespace, port, peer_identity, repr(rules))
+    ck = ("rules", action, policy.namespace, port, peer_identity, _info(wp, policy)[2])
     hit = memo.get(ck)
     if hit is None:
         hit = []
@@ -126,16 +137,31 @@ def _rules(wp: Waypoint, policy: IstioConfig, action: str, port: int | None, pee
             for suffix, built, issues, key in hit]
 
 
-def _pack_rbac(wp: Waypoint, name: str, policies: dict[str, rbac_config.Policy]) -> any_pb2.Any:
-    """The packed RBACPerRoute of one filter. Equal inputs (same names, same memoised policy messages: e.g. a
-    root-namespace policy alone in its filter on every service) give the same Any, shared read-only: callers
-    copy it into their virtual host."""
-    key = ("pack", name, tuple((k, id(v)) for k, v in sorted(policies.items())))
+RBAC_PER_ROUTE_TYPE = "type.googleapis.com/" + rbac_pb2.RBACPerRoute.DESCRIPTOR.full_name
+
+
+def _policy_bytes(memo: dict, policy: rbac_config.Policy) -> bytes:
+    """The serialized (deterministic) bytes of a memoised, read-only RBAC policy message, once per message."""
+    hit = memo.get(("policy bytes", id(policy)))
+    if hit is None or hit[0] is not policy:
+        hit = memo[("policy bytes", id(policy))] = (policy, policy.SerializeToString(deterministic=True))
+    return hit[1]
+
+
+def _pack_bytes(wp: Waypoint, name: str, policies: dict[str, rbac_config.Policy]) -> bytes:
+    """The serialized ``RBACPerRoute`` of one filter (the Any's value), encoded from the policies' cached bytes:
+    the same bytes `_pack` gives (deterministic: map entries in key order, fields in number order;
+    tests/test_translate_wire.py compares them)."""
     memo = _memo(wp)
-    hit = memo.get(key)
+    key = ("pack", name, *[(k, id(v)) for k, v in policies.items()])  # equal inputs (a root policy alone in its
+    hit = memo.get(key)                                               # filter on every service): encoded once
     if hit is not None:
         return hit[0]
-    packed = _pack(name, policies)
+    entries = b"".join(wire.ld(2, wire.string(1, k) + wire.ld(2, _policy_bytes(memo, policies[k])))
+                       for k in sorted(policies))
+    action = _ENVOY_ACTION[name]
+    rules = (wire.uint(1, action) if action else b"") + entries  # config.v3.RBAC: action, policies
+    packed = wire.ld(2, wire.ld(1, rules))  # RBACPerRoute.rbac (2) -> RBAC.rules (1)
     memo[key] = (packed, policies)  # keeps the keyed messages alive (their ids stay theirs)
     return packed
 
@@ -154,6 +180,14 @@ def virtual_host_config(wp: Waypoint, service: Service, port: int | None = None,
     service's first HTTP port when not given). Empty when no policy applies. `peer_identity`: "tls" (identity
     fields match the TLS peer; plaintext listeners have none) or "filter_state" (the HBONE chains: the caller's
     SPIFFE id in filter state ``io.istio.peer_principal``, see authz_rules)."""
+    return {name: any_pb2.Any(type_url=RBAC_PER_ROUTE_TYPE, value=value)
+            for name, value in virtual_host_config_bytes(wp, service, port, peer_identity).items()}
+
+
+def virtual_host_config_bytes(wp: Waypoint, service: Service, port: int | None = None,
+                              peer_identity: str = "tls") -> dict[str, bytes]:
+    """`virtual_host_config` as filter name -> the packed Any's value (serialized ``RBACPerRoute``, type URL
+    RBAC_PER_ROUTE_TYPE): what routes.py encodes into the virtual host without building messages."""
     if not wp.__dict__.get(_ATTACHMENT_REPORTED):  # once per translation (they do not depend on the service)
         wp.__dict__[_ATTACHMENT_REPORTED] = True
         for issue in authz_attach.attachment_issues(wp):
@@ -165,8 +199,8 @@ def virtual_host_config(wp: Waypoint, service: Service, port: int | None = None,
     has_allow = False
     served = _served_port(service, port)
     for policy in policies:
-        action = _action(policy)
-        if _is_invalid(wp, policy):
+        _, action, _, invalid = _info(wp, policy)
+        if invalid:
             wp.report(warning(policy.key, "spec", f"the policy is invalid: requests to {service.hostname} are "
                               "denied until it is fixed (fail closed)", "FailClosed"))
             rules[RBAC_DENY_FILTER][policy_name(policy, "invalid")] = _DENY_ALL
@@ -181,11 +215,11 @@ def virtual_host_config(wp: Waypoint, service: Service, port: int | None = None,
                 wp.report(issue)
             if built is not None:
                 target[policy_name(policy, suffix)] = built
-    out: dict[str, any_pb2.Any] = {}
+    out: dict[str, bytes] = {}
     for name in FILTERS:
         if not rules[name] and not (name == RBAC_ALLOW_FILTER and has_allow):
             continue
-        out[name] = _pack_rbac(wp, name, rules[name])
+        out[name] = _pack_bytes(wp, name, rules[name])
     return out
 
 

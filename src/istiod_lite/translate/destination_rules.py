@@ -103,6 +103,7 @@ class DestinationRules:
         self._shared = shared
         self._policies: dict[tuple[int, int, int], tuple[Any, Any, dict[str, Any]]] = {}
         self._texts: dict[int, tuple[Mapping[str, Any], str]] = {}
+        self._by_id: dict[int, tuple[Service, MergedRule | None]] = {}
         if report_selectors:
             for issue in selector_issues(wp):
                 wp.report(issue)
@@ -126,6 +127,14 @@ class DestinationRules:
         return found if isinstance(found, cls) else cls(wp)
 
     def for_service(self, service: Service) -> MergedRule | None:
+        hit = self._by_id.get(id(service))  # the same Service object is asked about ~10 times per translation
+        if hit is not None and hit[0] is service:
+            return hit[1]
+        rule = self._for_service(service)
+        self._by_id[id(service)] = (service, rule)
+        return rule
+
+    def _for_service(self, service: Service) -> MergedRule | None:
         ck = (service.hostname, service.namespace)
         if ck not in self._cache:
             if self._shared is None:

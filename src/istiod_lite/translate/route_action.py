@@ -32,7 +32,7 @@ from google.protobuf.message import Message
 
 from istiod_lite.model.istio import IstioConfig
 from istiod_lite.model.service import Service, ServicePort
-from istiod_lite.translate import names
+from istiod_lite.translate import names, wire
 from istiod_lite.translate.destination_rules import DestinationRules, hash_policies
 from istiod_lite.translate.destinations import ClusterRef, resolve_destination
 from istiod_lite.translate.durations import to_duration
@@ -50,9 +50,11 @@ NO_DESTINATION_BODY = "no valid destination for this route (see istiod-lite issu
 
 @dataclass
 class Action:
-    """What a rule does on each of its Envoy routes. `refs` are the clusters it sends (or mirrors) to."""
+    """What a rule does on each of its Envoy routes. `refs` are the clusters it sends (or mirrors) to. `route` is
+    the serialized RouteAction (bytes: routes are built as wire fragments, see wire.py), None when the rule
+    redirects, responds directly, or has no destination left."""
 
-    route: rc.RouteAction | None = None
+    route: bytes | None = None
     direct_status: int = 0
     spec: Mapping[str, Any] = field(default_factory=dict)  # the rule (for redirect / directResponse)
     headers: HeaderOps = field(default_factory=HeaderOps)
@@ -62,6 +64,7 @@ class Action:
     vs: IstioConfig | None = None
     path: str = ""
     listener_port: int = 0
+    _tail: bytes | None = field(default=None, repr=False, compare=False)
 
     def apply(self, r: rc.Route) -> None:
         if self.spec.get("redirect") and self.wp is not None and self.vs is not None:
@@ -69,13 +72,29 @@ class Action:
         elif self.spec.get("directResponse") and self.wp is not None and self.vs is not None:
             apply_direct_response(self.wp, self.vs, self.spec["directResponse"], f"{self.path}.directResponse", r)
         elif self.route is not None:
-            r.route.CopyFrom(self.route)
+            r.route.MergeFromString(self.route)
         else:
             r.direct_response.status = self.direct_status
             r.direct_response.body.inline_string = NO_DESTINATION_BODY
         self.headers.apply(r)
         for name in sorted(self.filter_configs):
             r.typed_per_filter_config[name].CopyFrom(self.filter_configs[name])
+
+    def route_bytes(self) -> bytes:
+        """What `apply` sets on a Route, serialized (a wire fragment: append the route's name and match). Built
+        once per action; redirects and direct responses (which may report per route) go through `apply`."""
+        if self._tail is not None:
+            return self._tail
+        if self.route is not None and not self.filter_configs and self.headers.is_empty():
+            tail = wire.ld(2, self.route)  # Route.route
+        else:
+            r = rc.Route()
+            self.apply(r)
+            tail = r.SerializeToString()
+            if self.spec.get("redirect") or self.spec.get("directResponse"):
+                return tail  # not cached: apply reports per route
+        self._tail = tail
+        return tail
 
 
 def _pack(msg: Message) -> any_pb2.Any:
@@ -93,18 +112,40 @@ def set_timeout(action: rc.RouteAction, timeout: Any) -> None:
 
 
 _ZERO = to_duration("0s")  # read-only (copied into routes)
+_MEMO = "_istiod_lite_action_memo"
+
+
+def _common_bytes(wp: Waypoint, rewrite: Mapping[str, Any] | None, authority: str, timeout: Any, retries: Any,
+                  hashed: bool, hashes: list[rc.RouteAction.HashPolicy]) -> bytes:
+    """The serialized RouteAction fields every route of this shape shares (all but the destination clusters
+    and mirrors): rewrites, host rewrite, hash policies, timeouts, retry policy. Content-keyed per translation
+    (most routes have equal ones), so the messages are built once per distinct shape."""
+    memo = wp.__dict__.get(_MEMO)
+    if memo is None:
+        memo = wp.__dict__[_MEMO] = {}
+    key = (repr(rewrite), authority, repr(timeout), repr(retries), hashed,
+           tuple(h.SerializeToString() for h in hashes))
+    hit = memo.get(key)
+    if hit is None:
+        action = rc.RouteAction()
+        if rewrite:
+            authority = _rewrite(action, rewrite) or authority
+        action.hash_policy.extend(hashes)
+        if authority:
+            action.host_rewrite_literal = authority
+        set_timeout(action, timeout)
+        policy = retry_policy(retries, wp.options, consistent_hash=hashed)
+        if policy is not None:
+            action.retry_policy.CopyFrom(policy)
+        hit = memo[key] = action.SerializeToString()
+    return hit
 
 
 def default_action(wp: Waypoint, ref: ClusterRef) -> Action:
     """The route of a bound service without VirtualService: its cluster, timeout 0s, default retries."""
-    action = rc.RouteAction(cluster=ref.name)
-    set_timeout(action, None)
     hashes = hash_policies(wp, ref.service, ref.port, ref.subset)
-    action.hash_policy.extend(hashes)
-    policy = retry_policy(None, wp.options, consistent_hash=bool(hashes))
-    if policy is not None:
-        action.retry_policy.CopyFrom(policy)
-    return Action(route=action, refs=[ref])
+    common = _common_bytes(wp, None, "", None, None, bool(hashes), hashes)
+    return Action(route=wire.string(1, ref.name) + common, refs=[ref])
 
 
 def _filter_configs(wp: Waypoint, vs: IstioConfig, rule: Mapping[str, Any], path: str) -> dict[str, any_pb2.Any]:
@@ -129,17 +170,27 @@ def _rewrite(action: rc.RouteAction, rewrite: Mapping[str, Any]) -> str:
     return str(rewrite.get("authority") or "")
 
 
+def _cluster_weight(ref: ClusterRef, weight: int, dest_headers: Mapping[str, Any] | None) -> bytes:
+    """One serialized WeightedCluster.ClusterWeight (name, weight wrapper, per-destination headers)."""
+    body = wire.string(1, ref.name) + wire.ld(2, wire.uint(1, weight) if weight else b"")
+    if dest_headers:
+        cw = rc.WeightedCluster.ClusterWeight()
+        dops = header_ops(dest_headers)
+        dops.apply(cw)
+        if dops.authority:
+            cw.host_rewrite_literal = dops.authority
+        body += cw.SerializeToString()
+    return body
+
+
 def build_action(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, rule: Mapping[str, Any], path: str,
                  own: Service, own_port: ServicePort, listener_port: int = 0) -> Action:
-    ops = header_ops(rule.get("headers"))
-    configs = _filter_configs(wp, vs, rule, path)
+    ops = header_ops(rule.get("headers")) if rule.get("headers") else HeaderOps()
+    configs = _filter_configs(wp, vs, rule, path) if rule.get("fault") or rule.get("corsPolicy") else {}
     if rule.get("redirect") or rule.get("directResponse"):
         return Action(spec=rule, headers=ops, filter_configs=configs, wp=wp, vs=vs, path=path,
                       listener_port=listener_port)
-    action = rc.RouteAction()
     authority = ops.authority
-    if rule.get("rewrite"):
-        authority = _rewrite(action, rule["rewrite"]) or authority
     dests = rule.get("route") or []
     chosen: list[tuple[ClusterRef, int, Mapping[str, Any] | None]] = []
     for j, r in enumerate(dests):
@@ -154,9 +205,10 @@ def build_action(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, rule: Map
     if not chosen:
         return Action(direct_status=503, headers=ops, filter_configs=configs)
     hashed = False
+    hashes: list[rc.RouteAction.HashPolicy] = []
     if len(dests) == 1:
         ref, _, dest_headers = chosen[0]
-        action.cluster = ref.name
+        clusters = wire.string(1, ref.name)  # RouteAction.cluster
         if dest_headers:
             dops = header_ops(dest_headers)
             ops.request_add += dops.request_add
@@ -165,24 +217,19 @@ def build_action(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, rule: Map
             ops.response_remove += dops.response_remove
             authority = authority or dops.authority
         hashes = hash_policies(wp, ref.service, ref.port, ref.subset)
-        action.hash_policy.extend(hashes)
         hashed = bool(hashes)
     else:
+        weighted = []
         for ref, weight, dest_headers in chosen:
-            cw = action.weighted_clusters.clusters.add(name=ref.name, weight={"value": weight})
-            if dest_headers:
-                dops = header_ops(dest_headers)
-                dops.apply(cw)
-                if dops.authority:
-                    cw.host_rewrite_literal = dops.authority
-            action.hash_policy.extend(hash_policies(wp, ref.service, ref.port, ref.subset))
-    if authority:
-        action.host_rewrite_literal = authority
-    set_timeout(action, rule.get("timeout"))
+            weighted.append(wire.ld(1, _cluster_weight(ref, weight, dest_headers)))
+            hashes.extend(hash_policies(wp, ref.service, ref.port, ref.subset))
+        clusters = wire.ld(3, b"".join(weighted))  # RouteAction.weighted_clusters
+    route = clusters + _common_bytes(wp, rule.get("rewrite"), authority, rule.get("timeout"), rule.get("retries"),
+                                     hashed, hashes)
     mirrors, mirror_refs = mirror_policies(wp, drs, vs, rule, path, own, own_port)
-    action.request_mirror_policies.extend(mirrors)
-    policy = retry_policy(rule.get("retries"), wp.options, consistent_hash=hashed)
-    if policy is not None:
-        action.retry_policy.CopyFrom(policy)
-    return Action(route=action, headers=ops, filter_configs=configs,
+    if mirrors:
+        extra = rc.RouteAction()
+        extra.request_mirror_policies.extend(mirrors)
+        route += extra.SerializeToString()
+    return Action(route=route, headers=ops, filter_configs=configs,
                   refs=[ref for ref, _, _ in chosen] + mirror_refs)

@@ -36,6 +36,10 @@ class HeaderOps:
     response_remove: list[str] = field(default_factory=list)
     authority: str = ""
 
+    def is_empty(self) -> bool:
+        """No header operation (the authority rewrite is not one: route_action applies it)."""
+        return not (self.request_add or self.request_remove or self.response_add or self.response_remove)
+
     def apply(self, target: Any) -> None:
         """`target`: an Envoy Route or WeightedCluster.ClusterWeight (same field names)."""
         target.request_headers_to_add.extend(self.request_add)

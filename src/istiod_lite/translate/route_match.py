@@ -123,7 +123,7 @@ def build_matches(wp: Waypoint, vs: IstioConfig, rule: Mapping[str, Any], path: 
     every block was dropped (the rule produces no route)."""
     blocks = rule.get("match") or []
     if not blocks:
-        return [build_match({})]
+        return [_memo_match(wp, {})]
     out = []
     for i, spec in enumerate(blocks):
         mpath = f"{path}.match[{i}]"
@@ -144,5 +144,32 @@ def build_matches(wp: Waypoint, vs: IstioConfig, rule: Mapping[str, Any], path: 
         port = spec.get("port")
         if port is not None and int(port) != served_port:
             continue  # Istio: a port match only applies to that port
-        out.append(build_match(spec))
+        out.append(_memo_match(wp, spec))
     return out
+
+
+_MEMO = "_istiod_lite_match_memo"
+
+
+def _memo_match(wp: Waypoint, spec: Mapping[str, Any]) -> Match:
+    """build_match(spec), once per distinct block per translation (most rules have no match, or equal ones):
+    the Match and its message are shared read-only (routes copy them, as bytes: `match_bytes`)."""
+    memo = wp.__dict__.get(_MEMO)
+    if memo is None:
+        memo = wp.__dict__[_MEMO] = {}
+    key = repr(spec)
+    hit = memo.get(key)
+    if hit is None:
+        m = build_match(spec)
+        hit = memo[key] = (m, m.match.SerializeToString())
+        memo[id(m)] = hit
+    return hit[0]
+
+
+def match_bytes(wp: Waypoint, m: Match) -> bytes:
+    """The serialized RouteMatch of a Match from build_matches (cached per translation)."""
+    memo = wp.__dict__.get(_MEMO)
+    hit = memo.get(id(m)) if memo is not None else None
+    if hit is None or hit[0] is not m:
+        return m.match.SerializeToString()
+    return hit[1]

@@ -48,7 +48,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 
 from istiod_lite.model.meta import ConfigKey
-from istiod_lite.translate import names
+from istiod_lite.translate import names, wire
 
 MAX_DIRECT_RESPONSE_BODY = 1024 * 1024
 
@@ -87,12 +87,22 @@ def with_vhosts(name: str, vhosts: list[rc.VirtualHost], scoped: bool = True) ->
     return cfg
 
 
+_HEADS = {scoped: new_config("", scoped).SerializeToString() for scoped in (False, True)}
+
+
+def with_vhost_bytes(name: str, vhosts: list[tuple[str, bytes]], scoped: bool = True
+                     ) -> route_pb2.RouteConfiguration:
+    """`with_vhosts` from serialized virtual hosts ((name, bytes) pairs, routes.virtual_host_bytes): one parse
+    instead of building each virtual host and copying it in."""
+    body = b"".join(wire.ld(2, b) for _, b in sorted(vhosts, key=lambda v: v[0]))  # RouteConfiguration.virtual_hosts
+    return route_pb2.RouteConfiguration.FromString(_HEADS[scoped] + wire.string(1, name) + body)
+
+
 def scope(port: int, key: str, route_config: str) -> scoped_route_pb2.ScopedRouteConfiguration:
-    s = scoped_route_pb2.ScopedRouteConfiguration(name=names.route_scope_name(port, key),
-                                                  route_configuration_name=route_config)
-    s.key.fragments.add(string_key=str(port))
-    s.key.fragments.add(string_key=key)
-    return s
+    # name (1), route_configuration_name (2), key (3) { fragments (1) { string_key (1, a oneof: "" is set) } }
+    fragments = wire.ld(1, wire.string(1, str(port))) + wire.ld(1, wire.string(1, key))
+    return scoped_route_pb2.ScopedRouteConfiguration.FromString(
+        wire.string(1, names.route_scope_name(port, key)) + wire.string(2, route_config) + wire.ld(3, fragments))
 
 
 @dataclass

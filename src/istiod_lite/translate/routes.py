@@ -31,11 +31,11 @@ from istiod_lite.model.hosts import host_matches, resolve_short_name
 from istiod_lite.model.istio import IstioConfig
 from istiod_lite.model.meta import ConfigKey, warning
 from istiod_lite.model.service import Service, ServicePort
-from istiod_lite.translate import authz, domains, names, route_scopes
+from istiod_lite.translate import authz, domains, names, route_scopes, wire
 from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.destinations import ClusterRef, inbound_ref
 from istiod_lite.translate.route_action import build_action, default_action
-from istiod_lite.translate.route_match import build_matches, gateway_applies
+from istiod_lite.translate.route_match import build_matches, gateway_applies, match_bytes
 from istiod_lite.translate.waypoint import Waypoint, served_port
 
 VS_FIELDS = frozenset({"hosts", "gateways", "http", "tcp", "exportTo"})
@@ -113,9 +113,21 @@ def report_unsupported(wp: Waypoint, vs: IstioConfig) -> None:
                 wp.report(warning(vs.key, f"{path}.route[{j}].{f}", f"{f} is not supported; ignored"))
 
 
+_ROUTE_NAME = rc.Route.DESCRIPTOR.fields_by_name["name"].number
+_ROUTE_MATCH = rc.Route.DESCRIPTOR.fields_by_name["match"].number
+_ROUTE_STAT_PREFIX = rc.Route.DESCRIPTOR.fields_by_name["stat_prefix"].number
+_VH_NAME = rc.VirtualHost.DESCRIPTOR.fields_by_name["name"].number
+_VH_DOMAINS = rc.VirtualHost.DESCRIPTOR.fields_by_name["domains"].number
+_VH_ROUTES = rc.VirtualHost.DESCRIPTOR.fields_by_name["routes"].number
+_VH_FILTER_CONFIG = rc.VirtualHost.DESCRIPTOR.fields_by_name["typed_per_filter_config"].number
+_MATCH_ALL = rc.RouteMatch(prefix="/").SerializeToString()
+_RBAC_TYPE = wire.string(1, authz.RBAC_PER_ROUTE_TYPE)  # Any.type_url
+
+
 def _vs_routes(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServicePort, listener_port: int,
-               vss: list[IstioConfig], result: RouteResult) -> list[rc.Route]:
-    routes: list[rc.Route] = []
+               vss: list[IstioConfig], result: RouteResult) -> list[bytes]:
+    """The serialized routes (rc.Route) of the applicable VirtualServices' http rules."""
+    routes: list[bytes] = []
     shadowed_by: IstioConfig | None = None
     for vs in vss:
         report_unsupported(wp, vs)
@@ -135,12 +147,13 @@ def _vs_routes(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServiceP
                 continue
             action = build_action(wp, drs, vs, rule, path, svc, port, listener_port)
             result.refs.extend(action.refs)
+            rule_name = str(rule.get("name", ""))
             for m in matches:
-                r = rc.Route(name=names.route_name(str(rule.get("name", "")), m.name), match=m.match)
+                r = wire.string(_ROUTE_NAME, names.route_name(rule_name, m.name)) + \
+                    wire.ld(_ROUTE_MATCH, match_bytes(wp, m))
                 if m.stat_prefix:
-                    r.stat_prefix = m.stat_prefix
-                action.apply(r)
-                routes.append(r)
+                    r += wire.string(_ROUTE_STAT_PREFIX, m.stat_prefix)
+                routes.append(r + action.route_bytes())
                 if m.catch_all:
                     shadowed_by = vs
                     break
@@ -151,7 +164,16 @@ def virtual_host(wp: Waypoint, drs: DestinationRules, svc: Service, port: Servic
                  result: RouteResult, listener_port: int = 0, *, peer_identity: str = "tls") -> rc.VirtualHost:
     """`peer_identity` says where AuthorizationPolicy identity fields look (authz.virtual_host_config): the
     HBONE chains of hbone.py pass "filter_state"."""
-    vh = rc.VirtualHost(name=names.virtual_host_name(svc.hostname, port.number), domains=domain_list)
+    return rc.VirtualHost.FromString(virtual_host_bytes(wp, drs, svc, port, domain_list, result, listener_port,
+                                                        peer_identity=peer_identity))
+
+
+def virtual_host_bytes(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServicePort, domain_list: list[str],
+                       result: RouteResult, listener_port: int = 0, *, peer_identity: str = "tls") -> bytes:
+    """`virtual_host`, serialized (wire fragments, no message built: translate() parses whole route
+    configurations once, route_scopes.with_vhost_bytes)."""
+    parts = [wire.string(_VH_NAME, names.virtual_host_name(svc.hostname, port.number))]
+    parts += [wire.string(_VH_DOMAINS, d) for d in domain_list]
     result.sources.add(svc.key)
     vss = select_virtual_services(wp, svc)
     for vs in vss:
@@ -162,19 +184,19 @@ def virtual_host(wp: Waypoint, drs: DestinationRules, svc: Service, port: Servic
     if vss:
         result.sources.update(vs.key for vs in vss)
     if routes:
-        vh.routes.extend(routes)
+        parts += [wire.ld(_VH_ROUTES, r) for r in routes]
     else:  # no VirtualService, or none of its rules applies on this port: the default route (as Istio)
         ref = inbound_ref(svc, port)
         action = default_action(wp, ref)
-        r = rc.Route(name=names.DEFAULT_ROUTE, match=rc.RouteMatch(prefix="/"))
-        action.apply(r)
-        vh.routes.append(r)
+        parts.append(wire.ld(_VH_ROUTES, wire.string(_ROUTE_NAME, names.DEFAULT_ROUTE)
+                             + wire.ld(_ROUTE_MATCH, _MATCH_ALL) + action.route_bytes()))
         result.refs.extend(action.refs)
     result.sources.update(authz.policy_keys(wp, svc))
-    authz_configs = authz.virtual_host_config(wp, svc, port.number, peer_identity=peer_identity)
-    for name, cfg in sorted(authz_configs.items()):
-        vh.typed_per_filter_config[name].CopyFrom(cfg)
-    return vh
+    authz_configs = authz.virtual_host_config_bytes(wp, svc, port.number, peer_identity=peer_identity)
+    for name in sorted(authz_configs):  # map<string, Any> entries: key (1), value (2) = Any{type_url, value}
+        parts.append(wire.ld(_VH_FILTER_CONFIG, wire.string(1, name)
+                             + wire.ld(2, _RBAC_TYPE + wire.ld(2, authz_configs[name]))))
+    return b"".join(parts)
 
 
 @dataclass
@@ -201,36 +223,45 @@ def served_domains(wp: Waypoint, listener_port: int) -> tuple[list[tuple[Service
 
 def listener_routes(wp: Waypoint, drs: DestinationRules, listener_port: int) -> ListenerRoutes:
     served, doms = served_domains(wp, listener_port)
-    built: list[tuple[Service, rc.VirtualHost, RouteResult]] = []
+    built: list[tuple[Service, str, bytes, RouteResult]] = []  # (service, virtual host name, its bytes, result)
     refs: list[ClusterRef] = []
     for svc, p in served:
         vh_name = names.virtual_host_name(svc.hostname, p.number)
         if not doms[vh_name]:
             continue
-        rr = RouteResult(route_pb2.RouteConfiguration())
-        built.append((svc, virtual_host(wp, drs, svc, p, doms[vh_name], rr, listener_port), rr))
+        rr = RouteResult(_NO_CONFIG)
+        built.append((svc, vh_name, virtual_host_bytes(wp, drs, svc, p, doms[vh_name], rr, listener_port), rr))
         refs.extend(rr.refs)
     if not route_scopes.is_scoped(doms):
-        cfg = route_scopes.with_vhosts(names.route_config_name(listener_port), [vh for _, vh, _ in built], False)
+        cfg = route_scopes.with_vhost_bytes(names.route_config_name(listener_port),
+                                            [(name, vhb) for _, name, vhb, _ in built], False)
         result = RouteResult(cfg, refs, {wp.key})
-        for _, _, rr in built:
+        for _, _, _, rr in built:
             result.sources |= rr.sources
         return ListenerRoutes(False, [result], refs)
-    plan = route_scopes.plan(listener_port, doms, {vh.name: svc.hostname for svc, vh, _ in built})
-    by_vh = {vh.name: (svc, vh, rr) for svc, vh, rr in built}
+    plan = route_scopes.plan(listener_port, doms, {name: svc.hostname for svc, name, _, _ in built})
+    by_vh = {name: (svc, vhb, rr) for svc, name, vhb, rr in built}
     configs = []
-    for svc, vh, rr in built:
-        if vh.name in plan.own:
-            cfg = route_scopes.with_vhosts(names.service_route_config_name(listener_port, svc.hostname), [vh])
-            configs.append(RouteResult(cfg, list(rr.refs), {wp.key} | rr.sources))
+    own = plan.own
+    wp_key = wp.key
+    for svc, name, vhb, rr in built:
+        if name in own:
+            cfg = route_scopes.with_vhost_bytes(names.service_route_config_name(listener_port, svc.hostname),
+                                                [(name, vhb)])
+            rr.config = cfg
+            rr.sources.add(wp_key)
+            configs.append(rr)  # (its refs list is not shared: `refs` got a copy of its items)
     for name, vhs in plan.shared.items():
-        result = RouteResult(route_scopes.with_vhosts(name, [by_vh[v][1] for v in vhs]), [], {wp.key})
+        result = RouteResult(route_scopes.with_vhost_bytes(name, [(v, by_vh[v][1]) for v in vhs]), [], {wp_key})
         for v in vhs:
             result.refs.extend(by_vh[v][2].refs)
             result.sources |= by_vh[v][2].sources
         configs.append(result)
-    keys = {svc.hostname: svc.key for svc, _, _ in built}
-    return ListenerRoutes(True, configs, refs, plan.scopes(), plan.scope_sources(keys, wp.key))
+    keys = {svc.hostname: svc.key for svc, _, _, _ in built}
+    return ListenerRoutes(True, configs, refs, plan.scopes(), plan.scope_sources(keys, wp_key))
+
+
+_NO_CONFIG = route_pb2.RouteConfiguration()  # placeholder of RouteResults whose config is set later (never output)
 
 
 def dr_sources(drs: DestinationRules, refs: list[ClusterRef]) -> set[ConfigKey]:
