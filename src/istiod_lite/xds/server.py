@@ -6,6 +6,10 @@ response per type (newer state coalesces while waiting). Listeners and routes wa
 (make before break); cluster/endpoint removals wait until listeners and routes are settled (break after).
 A pending ACK older than `ack_timeout` is abandoned (logged, `ack_timeout` event) and newer state is sent.
 
+Per-stream cost is O(changed): a type in step with the cache is skipped by an identity check (`proto.idle`), a
+stream is woken (and takes a push slot) only when something may be sent, and the replicas of a waypoint share
+their responses (xds/shared.py) and their subscribed name sets (one frozenset per distinct subscription).
+
 Security: `start(address, credentials)` serves TLS/mTLS (see xds/tls.py); with an `authorize` callback,
 a stream whose peer identity is not entitled to the requested group is refused with PERMISSION_DENIED.
 Observers: `on_event(name, data)` for connect/disconnect/push (resources, bytes)/ack (upserts)/nack/
@@ -26,7 +30,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from istiod_lite.xds import delta, sotw
 from istiod_lite.xds.cache import EMPTY, SnapshotCache
-from istiod_lite.xds.subscription import TypeState
+from istiod_lite.xds.shared import Shared
+from istiod_lite.xds.subscription import UNKNOWN, TypeState
 from istiod_lite.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES
 
 log = logging.getLogger(__name__)
@@ -89,16 +94,21 @@ class _Stream:
         self.wake = asyncio.Event()
         self.closed = False
         self.nonces = itertools.count(1)
+        self._ordered: list[tuple[str, TypeState]] = []
 
     def state(self, type_url: str) -> TypeState:
         ts = self.types.get(type_url)
         if ts is None:
             ts = self.types[type_url] = TypeState(type_url)
+            self._ordered = [(t, self.types[t]) for t in self.ordered_types()]
         return ts
 
     def ordered_types(self) -> list[str]:
         known = [t for t in PUSH_ORDER if t in self.types]
         return known + sorted(t for t in self.types if t not in PUSH_ORDER)
+
+    def ordered_states(self) -> list[tuple[str, TypeState]]:
+        return self._ordered
 
 
 class AdsServer:
@@ -129,6 +139,8 @@ class AdsServer:
         self._ids = itertools.count(1)
         self._server: grpc.aio.Server | None = None
         self._push_slots = asyncio.Semaphore(max_concurrent_pushes)
+        self._shared: dict[tuple[str, str, str], Shared] = {}  # (flavour, group, type) -> work of replicas
+        self._names: dict[tuple[str, str], dict[frozenset[str], frozenset[str]]] = {}  # subscribed name sets
         self._open = asyncio.Event()  # streams are answered only once the cache holds a complete first state
         self._open.set()
 
@@ -260,22 +272,33 @@ class AdsServer:
         log.info("ADS %s stream %d connected: node %s group %s", proto.FLAVOUR, stream.id, node.id, group)
         self._on_request(stream, first)
         reader = asyncio.create_task(self._read(stream, context), name=f"ads-read-{stream.id}")
+        loop = asyncio.get_running_loop()
         try:
             while not stream.closed:
                 stream.wake.clear()
-                async with self._push_slots:
-                    for body in self._plan(stream):
-                        await context.write(body)
+                if self._may_send(stream):
+                    async with self._push_slots:
+                        for body in self._plan(stream):
+                            await context.write(body)
                 timeout = self._next_deadline(stream)
-                try:
-                    await asyncio.wait_for(stream.wake.wait(), timeout)
-                except TimeoutError:
-                    pass
+                if timeout is None:
+                    await stream.wake.wait()
+                else:  # an ACK deadline: wake then (cheaper than wait_for, which wraps the wait in a task)
+                    timer = loop.call_later(timeout, stream.wake.set)
+                    try:
+                        await stream.wake.wait()
+                    finally:
+                        timer.cancel()
             if reader.done() and not reader.cancelled() and reader.exception() is not None:
                 log.info("ADS stream %d read failed: %r", stream.id, reader.exception())
         finally:
             reader.cancel()
             self._streams.pop(stream.id, None)
+            if not any(s.group == stream.group for s in self._streams.values()):
+                for key in [k for k in self._shared if k[1] == stream.group]:
+                    del self._shared[key]  # the last stream of the group: keep no content alive for it
+                for key in [k for k in self._names if k[0] == stream.group]:
+                    del self._names[key]
             self._event("disconnect", stream)
             log.info("ADS stream %d closed (node %s)", stream.id, stream.node_id)
 
@@ -286,7 +309,8 @@ class AdsServer:
                 if req is grpc.aio.EOF:
                     return
                 self._on_request(stream, req)
-                stream.wake.set()
+                if self._may_send(stream):  # an ACK that unblocks nothing wakes no one
+                    stream.wake.set()
         finally:
             stream.closed = True
             stream.wake.set()
@@ -297,11 +321,14 @@ class AdsServer:
             return
         ts = stream.state(type_url)
         result = stream.proto.on_request(ts, req)
+        if ts.names_changed:
+            ts.names = self._shared_names(stream.group, type_url, ts.names)
+            ts.names_changed = False
         short = SHORT_NAMES.get(type_url, type_url)
         if result.kind == "ack":
             done = ts.ack()
             self._event("ack", stream, type_url=type_url, nonce=done.nonce, version=done.version,
-                        latency=self.clock() - done.sent_at, upserts=dict(done.upserts), removed=done.removed)
+                        latency=self.clock() - done.sent_at, upserts=done.upserts, removed=done.removed)
         elif result.kind == "nack":
             done = ts.nack(result.error)
             self.nacks += 1
@@ -321,7 +348,7 @@ class AdsServer:
             log.info("late ACK of %s nonce %s from %s after %.1fs", short, done.nonce, stream.node_id,
                      self.clock() - done.sent_at)
             self._event("ack", stream, type_url=type_url, nonce=done.nonce, version=done.version,
-                        latency=self.clock() - done.sent_at, upserts=dict(done.upserts), removed=done.removed)
+                        latency=self.clock() - done.sent_at, upserts=done.upserts, removed=done.removed)
         elif result.kind == "stale":
             log.debug("stale nonce %s for %s from %s", req.response_nonce, short, stream.node_id)
 
@@ -339,38 +366,77 @@ class AdsServer:
         ts = stream.types.get(type_url)
         if ts is None or not ts.requested:
             return True
-        return ts.pending is None and not stream.proto.has_work(ts, resources.get(type_url, EMPTY))
+        if ts.pending is not None:
+            return False
+        entries = resources.get(type_url, EMPTY)
+        return stream.proto.idle(ts, entries) or not stream.proto.has_work(ts, entries)
+
+    def _shared_names(self, group: str, type_url: str, names) -> frozenset[str]:
+        """One frozenset for every stream of a group subscribing the same names (replicas): 20,000 EDS/RDS names
+        are ~2.5 MB per stream otherwise. O(names), on subscription changes only."""
+        frozen = frozenset(names)
+        known = self._names.setdefault((group, type_url), {})
+        found = known.get(frozen)
+        if found is None:
+            found = known[frozen] = frozen
+            while len(known) > 4:  # the sets the group's streams use now; older ones stay with whoever has them
+                del known[next(iter(known))]
+        return found
+
+    def _shared_for(self, stream: _Stream, type_url: str) -> Shared:
+        key = (stream.proto.FLAVOUR, stream.group, type_url)
+        shared = self._shared.get(key)
+        if shared is None:
+            shared = self._shared[key] = Shared()
+        return shared
+
+    def _may_send(self, stream: _Stream) -> bool:
+        """Whether `_plan` may have something to send (checked before taking a push slot): an ACK timeout to
+        act on, or a requested type without a response in flight that is not idle."""
+        self._abandon_expired(stream, self.clock())
+        resources = self.cache.get(stream.group)
+        idle = stream.proto.idle
+        making = False  # a cluster/endpoint response in flight: listeners and routes wait (see _plan)
+        for type_url, ts in stream.ordered_states():
+            if not ts.requested:
+                continue
+            if ts.pending is not None:
+                making = making or type_url in _MAKE_FIRST
+            elif not idle(ts, resources.get(type_url, EMPTY)) and not (making and type_url in _BREAK_AFTER):
+                return True
+        return False
 
     def _plan(self, stream: _Stream) -> list[bytes]:
-        """Responses to send now, in push order; records each as pending on its type."""
+        """Responses to send now, in push order; records each as pending on its type.
+
+        A type in step with the cache (`proto.idle`: it holds the cache's current TypeResources and nothing
+        differs) costs an identity check; the others diff only what changed (xds/delta.py)."""
         now = self.clock()
         self._abandon_expired(stream, now)
         resources = self.cache.get(stream.group)
+        proto = stream.proto
         out = []
         settled: bool | None = None
-        for type_url in stream.ordered_types():
-            ts = stream.types[type_url]
+        for type_url, ts in stream.ordered_states():
             if not ts.requested or ts.pending is not None:
+                continue
+            entries = resources.get(type_url, EMPTY)
+            if proto.idle(ts, entries):
                 continue
             if type_url in _BREAK_AFTER and any(
                 stream.types[t].pending is not None for t in _MAKE_FIRST if t in stream.types
             ):
                 continue  # make before break: clusters/endpoints first
-            if type_url in _MAKE_FIRST and settled is None:  # once per plan: each check diffs a whole type
+            if type_url in _MAKE_FIRST and settled is None:  # once per plan
                 settled = all(self._settled(stream, t, resources) for t in _BREAK_AFTER)
             allow_removals = type_url not in _MAKE_FIRST or bool(settled)
             nonce = f"{stream.id}-{next(stream.nonces)}"
-            before = dict(ts.known)
-            built = stream.proto.build(ts, resources.get(type_url, EMPTY), allow_removals, nonce, now)
+            built = proto.build(ts, entries, allow_removals, nonce, now, self._shared_for(stream, type_url))
             if built is None:
                 continue
             body, count = built
-            if type_url == CLUSTER and stream.proto is delta and ts.pending is not None:
-                delta.resend_endpoints(stream.types.get(ENDPOINT), resources.get(CLUSTER, EMPTY),
-                                       ts.pending.replaced)
-            elif type_url == CLUSTER and ts.pending is not None:
-                _resend_endpoints_sotw(stream.types.get(ENDPOINT), resources.get(CLUSTER, EMPTY), before,
-                                       ts.pending.upserts)
+            if type_url == CLUSTER and ts.pending is not None and ts.pending.replaced:
+                _resend_endpoints(stream, resources.get(CLUSTER, EMPTY), ts.pending.replaced)
             out.append(body)
             self.resources_sent += count
             self.responses_sent += 1
@@ -384,14 +450,18 @@ class AdsServer:
         return max(0.0, min(sent) + self.ack_timeout - self.clock())
 
 
-def _resend_endpoints_sotw(eds: TypeState | None, clusters, before: dict[str, str], sent: dict[str, str]) -> None:
-    """SotW: an updated EDS cluster re-warms and waits for its ClusterLoadAssignment, but Envoy re-requests
-    the same names (no visible change), so the server answers EDS again (with those assignments) after such a CDS
-    response."""
+def _resend_endpoints(stream: _Stream, clusters, replaced: tuple[str, ...]) -> None:
+    """An updated EDS cluster re-warms and waits for its ClusterLoadAssignment, but Envoy sends no new request for
+    a name it already has (Delta: no subscribe; SotW: the same names, no visible change), so after such a CDS
+    response the server answers EDS again with those assignments."""
+    eds = stream.types.get(ENDPOINT)
     if eds is None or not eds.requested:
         return
-    for name, version in sent.items():
+    if stream.proto is delta:
+        delta.resend_endpoints(eds, clusters, replaced)
+        return
+    for name in replaced:
         entry = clusters.get(name)
-        if name in before and before[name] != version and entry is not None and entry.eds_name in eds.names:
+        if entry is not None and entry.eds_name in eds.names:
             eds.must_respond = True
-            eds.known.pop(entry.eds_name, None)  # SotW EDS sends only what the proxy lacks: resend this one
+            eds.set_known(entry.eds_name, UNKNOWN)  # SotW EDS sends only what the proxy lacks: resend this one
