@@ -11,7 +11,7 @@ WAYPOINT_CLASSES = frozenset({WAYPOINT_CLASS, "istiod-lite-waypoint"})
 HBONE_PORT = 15008
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class GatewayListener:
     name: str
     port: int
@@ -20,7 +20,7 @@ class GatewayListener:
     allowed_routes_from: str = "Same"  # Same | All | Selector
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Gateway:
     meta: ObjectMeta
     class_name: str

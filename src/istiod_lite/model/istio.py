@@ -17,7 +17,7 @@ DESTINATION_RULE = "DestinationRule"
 AUTHORIZATION_POLICY = "AuthorizationPolicy"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IstioConfig:
     meta: ObjectMeta
     spec: Mapping[str, Any]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
 from typing import NamedTuple
 
 
@@ -19,9 +20,11 @@ class ConfigKey(NamedTuple):
     name: str
 
     def __str__(self) -> str:
+        # Interned: translation keeps "Kind/ns/name" strings per resource (NACK attribution); one shared copy per
+        # key instead of one per resource (~5 MB at 5,000 services x 100 waypoints).
         if self.namespace:
-            return f"{self.kind}/{self.namespace}/{self.name}"
-        return f"{self.kind}/{self.name}"
+            return sys.intern(f"{self.kind}/{self.namespace}/{self.name}")
+        return sys.intern(f"{self.kind}/{self.name}")
 
 
 class Severity(str, enum.Enum):
@@ -29,7 +32,7 @@ class Severity(str, enum.Enum):
     WARNING = "Warning"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Issue:
     """A user mistake or an unsupported field, reported (status, log, metric) rather than raised.
 
@@ -81,7 +84,7 @@ def warning(key: ConfigKey | None, path: str, message: str, reason: str = "Unsup
     return Issue(key, path, shorten(message), reason, Severity.WARNING)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Condition:
     """A Kubernetes-style status condition computed for one object."""
 
@@ -92,9 +95,9 @@ class Condition:
     observed_generation: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObjectMeta:
-    """The metadata fields istiod-lite reads from any object."""
+    """The metadata fields istiod-lite reads from any object (one per object: slots, no per-instance dict)."""
 
     key: ConfigKey
     labels: tuple[tuple[str, str], ...] = ()
@@ -104,7 +107,6 @@ class ObjectMeta:
     creation_timestamp: str = ""
     file: str | None = None
     uid: str = ""
-    extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def label(self, name: str) -> str | None:
         for k, v in self.labels:

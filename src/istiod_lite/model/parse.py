@@ -38,7 +38,7 @@ KEEP_INVALID = frozenset({"AuthorizationPolicy"})
 SUPPORTED_KINDS = frozenset(ISTIO_GROUPS) | frozenset(CORE_KINDS)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Parsed:
     """One parsed object: `value` is a model type (Gateway, IstioConfig, parse_core.* ...)."""
 

@@ -12,7 +12,7 @@ from typing import Any
 from istiod_lite.model.meta import Issue, ObjectMeta, error
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KubePort:
     name: str
     port: int
@@ -21,7 +21,7 @@ class KubePort:
     target_port: int | str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KubeService:
     meta: ObjectMeta
     cluster_ips: tuple[str, ...]
@@ -30,7 +30,7 @@ class KubeService:
     service_type: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SliceEndpoint:
     addresses: tuple[str, ...]
     ready: bool
@@ -38,7 +38,7 @@ class SliceEndpoint:
     zone: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KubeEndpointSlice:
     meta: ObjectMeta
     service: str  # label kubernetes.io/service-name
@@ -46,13 +46,13 @@ class KubeEndpointSlice:
     endpoints: tuple[SliceEndpoint, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KubePod:
     meta: ObjectMeta
     ips: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KubeNamespace:
     meta: ObjectMeta
 

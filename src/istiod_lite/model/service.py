@@ -12,7 +12,7 @@ HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB", "HTTP_PROXY"})
 TCP_PROTOCOLS = frozenset({"TCP", "TLS", "HTTPS", "MONGO", "REDIS", "MYSQL"})
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ServicePort:
     number: int
     name: str = ""
@@ -24,7 +24,7 @@ class ServicePort:
         return self.protocol in HTTP_PROTOCOLS or self.protocol == "UNKNOWN"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Endpoint:
     """One workload address behind a service. `ports` maps service port number -> endpoint port."""
 
@@ -46,7 +46,7 @@ class Endpoint:
         return all(own.get(k) == v for k, v in items)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Service:
     """One hostname of a Service or ServiceEntry (a ServiceEntry with N hosts gives N of these)."""
 

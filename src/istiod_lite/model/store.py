@@ -34,7 +34,7 @@ class ConfigStore:
         self._lock = threading.Lock()
         self._objects: dict[str, dict[ConfigKey, tuple[dict[str, Any], str | None]]] = {}
         self._origin_issues: dict[str, list[Issue]] = {}
-        self._parsed: dict[tuple[str, ConfigKey], tuple[Parsed | None, list[Issue]]] = {}
+        self._parsed: dict[tuple[str, ConfigKey], tuple[Parsed | None, tuple[Issue, ...]]] = {}
         self._version = 0
         self._snapshot: ConfigSnapshot | None = None
         self._pending: set[ConfigKey] = set()  # raw keys changed since the last built snapshot
@@ -168,7 +168,8 @@ class ConfigStore:
             obj, file = self._objects[origin][key]
             cache_key = (origin, key)
             if cache_key not in self._parsed:
-                self._parsed[cache_key] = parse_object(obj, file)
+                value, problems = parse_object(obj, file)
+                self._parsed[cache_key] = (value, tuple(problems))  # mostly () (one shared empty tuple)
             value, problems = self._parsed[cache_key]
             found.extend(problems)
             if value is None:
