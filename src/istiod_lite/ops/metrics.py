@@ -63,6 +63,7 @@ class Metrics:
         self._changed_at: dict[str, float] = {}
         self._push_reason: dict[str, str] = {}
         self._observed: set[tuple[str, str, str]] = set()  # (group, node, type) already measured
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}  # memoized labels() children (_child)
         self._series: dict[int, dict[tuple[str, ...], float]] = {}  # id(gauge) -> the values last set
         self._issues_seen: list[Issue] | None = None
         self._invalid: dict[tuple[str, ...], float] = {}
@@ -95,24 +96,36 @@ class Metrics:
                     {(kind, "true"): float(n) for kind, n in valid.items()} | self._invalid)
 
     # ---- ADS server events -------------------------------------------------------------------------
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, memoized: prometheus_client's labels() costs a lock and a tuple build per
+        call, and the ADS server reports push/ack events per stream (thousands per change at 500 proxies)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def on_event(self, name: str, data: dict[str, Any]) -> None:
         group = data.get("group", "")
         t = _short(data.get("type_url", ""))
+        if name == "push":  # the most frequent events first
+            self._child(self.pushes, t, self._push_reason.get(group, "request")).inc()
+            self._child(self.resources_sent, t).inc(data.get("resources", 0))
+            self._child(self.bytes_sent, t).inc(data.get("bytes", 0))
+            return
+        if name == "ack":
+            self._child(self.acks, t).inc()
+            changed = self._changed_at.get(group)
+            if changed is not None:
+                seen = (group, data.get("node_id", ""), t)
+                if seen not in self._observed:
+                    self._observed.add(seen)
+                    self._child(self.convergence, t).observe(max(0.0, time.monotonic() - changed))
+            return
         if name == "connect":
             self.connected.labels(group, data.get("flavour", "")).inc()
         elif name == "disconnect":
             self.connected.labels(group, data.get("flavour", "")).dec()
-        elif name == "push":
-            self.pushes.labels(t, self._push_reason.get(group, "request")).inc()
-            self.resources_sent.labels(t).inc(data.get("resources", 0))
-            self.bytes_sent.labels(t).inc(data.get("bytes", 0))
-        elif name == "ack":
-            self.acks.labels(t).inc()
-            changed = self._changed_at.get(group)
-            seen = (group, data.get("node_id", ""), t)
-            if changed is not None and seen not in self._observed:
-                self._observed.add(seen)
-                self.convergence.labels(t).observe(max(0.0, time.monotonic() - changed))
         elif name == "nack":
             self.nacks.labels(t, group).inc()
         elif name == "ack_timeout":
