@@ -145,11 +145,14 @@ def write_mesh(config_dir: Path, waypoints: Sequence[tuple[str, str, int]], serv
             write_docs(config_dir / f"{ns}-svc-{start:05d}.yaml", chunk)
 
 
-def edit_service(config_dir: Path, ns: str, ports: tuple[int, int], step: int, authz: bool = False) -> None:
-    """Edit svc-0 of `ns`: VirtualService weights and DestinationRule connection pool (different every step)."""
+def edit_service(config_dir: Path, ns: str, ports: tuple[int, int], step: int, authz: bool = False,
+                 destination_rule: bool = True) -> None:
+    """Edit svc-0 of `ns`: VirtualService weights and (unless `destination_rule=False`) the DestinationRule's
+    connection pool, different every step."""
     weight = 100 - (step % 2 + 1) * 10  # 90 / 80 alternate
     write_docs(config_dir / f"{ns}-edit.yaml",
-               service_docs(0, ns, ports, weight_v1=weight, max_connections=200 + step, authz=authz))
+               service_docs(0, ns, ports, weight_v1=weight, max_connections=200 + step if destination_rule else 100,
+                            authz=authz))
 
 
 # ---- processes -------------------------------------------------------------------------------------

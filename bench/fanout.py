@@ -74,8 +74,8 @@ def main() -> None:
     runs = 1 if args.smoke else args.runs
     a_replicas, b_wps, b_replicas = (5, 3, 2) if args.smoke else (500, 50, 10)
 
-    def edit_vs(config, ports, step):
-        common.edit_service(config, "ns-0", ports, step)
+    def edit_vs(config, ports, step):  # the change: one VirtualService (weights), nothing else
+        common.edit_service(config, "ns-0", ports, step, destination_rule=False)
 
     def edit_root_policy(config, ports, step):
         common.write_docs(config / "root-policy.yaml", [common.root_policy_doc([f"/admin-{step}"])])
