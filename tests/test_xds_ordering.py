@@ -117,3 +117,27 @@ async def test_each_resource_serialized_once_for_all_streams():
         before = cache.get(GROUP)[CLUSTER]["c2"]
         cache.set_resources(GROUP, state(["c1", "c2", "c3"], "c2"))
         assert cache.get(GROUP)[CLUSTER]["c2"] is before
+
+
+async def test_delta_routes_do_not_wait_for_a_cluster_update_that_adds_nothing():
+    """Make before break is about NEW clusters: a route to a cluster Envoy lacks answers 503. An update of a
+    cluster the proxy already has (a DestinationRule edit) keeps the old version serving while the new one warms,
+    so the route change of the same edit goes out without waiting for the CDS ACK (one round trip, not two)."""
+    cache = SnapshotCache()
+    cache.set_resources(GROUP, state(["c1"], "c1"))
+    async with ads_server(cache) as server, AdsClient(server.test_port, "delta") as c:
+        await c.delta(CLUSTER)
+        await c.delta(ENDPOINT, subscribe=["c1"])
+        await c.delta(LISTENER)
+        await c.delta(ROUTE, subscribe=["r1"])
+        for r in await c.barrier():
+            await c.ack(r)
+        for r in await c.barrier():
+            await c.ack(r)
+        assert await c.barrier() == []
+        updated = state(["c1"], "c1", prefix="/v2")
+        updated[CLUSTER]["c1"] = cluster("c1", timeout_s=7)  # the existing cluster changes
+        cache.set_resources(GROUP, updated)
+        await server.notify({GROUP})
+        got = await c.barrier()
+        assert sorted(types_of(got)) == sorted([CLUSTER, ENDPOINT, ROUTE]), "RDS did not wait for the CDS ACK"

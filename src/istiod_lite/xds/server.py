@@ -400,13 +400,11 @@ class AdsServer:
         self._abandon_expired(stream, self.clock())
         resources = self.cache.get(stream.group)
         idle = stream.proto.idle
-        making = False  # a cluster/endpoint response in flight: listeners and routes wait (see _plan)
+        making = _making(stream)  # new clusters/endpoints in flight: listeners and routes wait (see _plan)
         for type_url, ts in stream.ordered_states():
-            if not ts.requested:
+            if not ts.requested or ts.pending is not None:
                 continue
-            if ts.pending is not None:
-                making = making or type_url in _MAKE_FIRST
-            elif not idle(ts, resources.get(type_url, EMPTY)) and not (making and type_url in _BREAK_AFTER):
+            if not idle(ts, resources.get(type_url, EMPTY)) and not (making and type_url in _BREAK_AFTER):
                 return True
         return False
 
@@ -427,10 +425,8 @@ class AdsServer:
             entries = resources.get(type_url, EMPTY)
             if proto.idle(ts, entries):
                 continue
-            if type_url in _BREAK_AFTER and any(
-                stream.types[t].pending is not None for t in _MAKE_FIRST if t in stream.types
-            ):
-                continue  # make before break: clusters/endpoints first
+            if type_url in _BREAK_AFTER and _making(stream):
+                continue  # make before break: new clusters/endpoints first
             if type_url in _MAKE_FIRST and settled is None:  # once per plan
                 settled = all(self._settled(stream, t, resources) for t in _BREAK_AFTER)
             allow_removals = type_url not in _MAKE_FIRST or bool(settled)
@@ -457,6 +453,21 @@ class AdsServer:
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - self.clock())
+
+
+def _making(stream: _Stream) -> bool:
+    """Listeners and routes wait while a cluster/endpoint response that may ADD resources is un-ACKed (a route
+    to a cluster Envoy does not have yet would answer 503). A Delta response that only replaces resources the
+    proxy already has does not hold them back: Envoy keeps serving an updated cluster while the new version warms,
+    so a DestinationRule + VirtualService edit costs one round trip, not two. SotW responses carry whole sets:
+    always wait."""
+    for t in _MAKE_FIRST:
+        ts = stream.types.get(t)
+        if ts is None or ts.pending is None:
+            continue
+        if stream.proto is not delta or len(ts.pending.upserts) > len(ts.pending.replaced):
+            return True
+    return False
 
 
 def _resend_endpoints(stream: _Stream, clusters, replaced: tuple[str, ...]) -> None:
