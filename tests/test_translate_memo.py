@@ -15,20 +15,10 @@ from istiod_lite.model.meta import ConfigKey
 from istiod_lite.model.store import snapshot_from_text
 from istiod_lite.translate import translate
 from istiod_lite.xds import types
+from testsupport.manifests import SHOP_WAYPOINT_HEADER
 
 WAYPOINT = ConfigKey("Gateway", "shop", "waypoint")
-HEADER = """
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {istio.io/use-waypoint: waypoint}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: waypoint, namespace: shop}
-spec:
-  gatewayClassName: istio-waypoint
-  listeners: [{name: http, port: 8080, protocol: HTTP}]
-"""
+HEADER = SHOP_WAYPOINT_HEADER
 
 
 def _service(i: int) -> list[dict]:

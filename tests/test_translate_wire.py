@@ -13,20 +13,10 @@ from istiod_lite.translate import authz, authz_match, route_scopes, translate, w
 from istiod_lite.translate.waypoint import resolve
 from istiod_lite.translate.options import TranslateOptions
 from istiod_lite.xds import types
+from testsupport.manifests import SHOP_WAYPOINT_HEADER
 
 WAYPOINT = ConfigKey("Gateway", "shop", "waypoint")
-HEADER = """
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {istio.io/use-waypoint: waypoint}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: waypoint, namespace: shop}
-spec:
-  gatewayClassName: istio-waypoint
-  listeners: [{name: http, port: 8080, protocol: HTTP}]
-"""
+HEADER = SHOP_WAYPOINT_HEADER
 
 
 def _snapshot(n: int = 3):

@@ -146,3 +146,19 @@ def write_files(directory: Path, files: dict[str, list[dict[str, Any]]]) -> Path
     for name, docs in files.items():
         write_docs(directory / name, docs)
     return directory
+
+
+# The translator tests' smallest mesh head: namespace `shop` bound to waypoint `shop/waypoint` (one HTTP listener
+# on 8080); tests append their services and config as YAML text.
+SHOP_WAYPOINT_HEADER = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/use-waypoint: waypoint}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: shop}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+"""
