@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from testsupport.ads_client import AdsClient, names_of
 from testsupport.xds_harness import GROUP, ads_server, cla, cluster, listener, route
 
@@ -141,3 +143,38 @@ async def test_delta_routes_do_not_wait_for_a_cluster_update_that_adds_nothing()
         await server.notify({GROUP})
         got = await c.barrier()
         assert sorted(types_of(got)) == sorted([CLUSTER, ENDPOINT, ROUTE]), "RDS did not wait for the CDS ACK"
+
+
+async def test_a_connect_storm_is_bounded_by_the_bytes_in_flight():
+    """Streams owed a new response wait while un-ACKed responses exceed `max_bytes_in_flight` (gRPC would
+    otherwise buffer every proxy's first state at once); a stream in the middle of a sync is never held, and no
+    stream waits longer than `max_budget_wait`."""
+    cache = SnapshotCache()
+    cache.set_resources(GROUP, state(["c1"], "c1"))
+    async with ads_server(cache, max_bytes_in_flight=1, max_budget_wait=30.0) as server, \
+            AdsClient(server.test_port, "delta", node_id="a") as a, \
+            AdsClient(server.test_port, "delta", node_id="b") as b:
+        await a.delta(CLUSTER)
+        cds_a = await a.recv_type(CLUSTER)
+        assert server.bytes_in_flight > 0
+        await a.delta(ENDPOINT, subscribe=["c1"])  # `a` is mid-sync: not held although over budget
+        eds_a = await a.recv_type(ENDPOINT)
+        await b.delta(CLUSTER)  # `b` has nothing in flight: it waits for the budget
+        for _ in range(500):
+            if any(s.node_id == "b" for s in server._budget_waiters):
+                break
+            await asyncio.sleep(0.01)  # polling the server's state
+        else:
+            raise AssertionError("stream b was never held for the budget")
+        held = [c for c in server.connections() if c.node_id == "b"]
+        assert held and held[0].types[CLUSTER].pending_nonce is None and held[0].types[CLUSTER].resources_sent == 0
+        await a.ack(cds_a)
+        await a.ack(eds_a)  # budget free again: `b` is served
+        assert names_of(await b.recv_type(CLUSTER)) == ["c1"]
+    async with ads_server(cache, max_bytes_in_flight=1, max_budget_wait=0.2) as server, \
+            AdsClient(server.test_port, "delta", node_id="a") as a, \
+            AdsClient(server.test_port, "delta", node_id="b") as b:
+        await a.delta(CLUSTER)
+        await a.recv_type(CLUSTER)  # never ACKed (a stuck proxy)
+        await b.delta(CLUSTER)
+        assert names_of(await b.recv_type(CLUSTER, timeout=5)) == ["c1"]  # served after max_budget_wait

@@ -96,6 +96,8 @@ class _Stream:
         self.wake = asyncio.Event()
         self.closed = False
         self.nonces = itertools.count(1)
+        self.inflight: dict[str, int] = {}  # type URL -> bytes of its un-ACKed response (AdsServer budget)
+        self.held_since: float | None = None  # waiting for the byte budget since (AdsServer._hold_for_budget)
         self._ordered: list[tuple[str, TypeState]] = []
 
     def state(self, type_url: str) -> TypeState:
@@ -124,6 +126,8 @@ class AdsServer:
         on_event: Callable[[str, dict], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_concurrent_pushes: int = 64,
+        max_bytes_in_flight: int = 64 * 1024 * 1024,
+        max_budget_wait: float = 1.0,
         authorize: Callable[[Mapping[str, Sequence[bytes]], str], str | None] | None = None,
     ):
         """`authorize(auth_context, group)` returns None to allow a stream, or the reason to refuse it."""
@@ -143,6 +147,15 @@ class AdsServer:
         self._ids = itertools.count(1)
         self._server: grpc.aio.Server | None = None
         self._push_slots = asyncio.Semaphore(max_concurrent_pushes)
+        # Bytes of un-ACKed responses across all streams. A stream with nothing in flight starts a new response
+        # only under this budget: a connect storm of 100 proxies each owed a 10 MB first state would otherwise
+        # have gRPC buffer a gigabyte at once (and cancel streams under memory pressure). A stream already in the
+        # middle of a sync (CDS sent, EDS owed: Envoy withholds the CDS ACK until EDS arrives) is never held, and
+        # no stream waits longer than `max_budget_wait` (proxies that never ACK must not starve the others).
+        self.max_bytes_in_flight = max_bytes_in_flight
+        self.max_budget_wait = max_budget_wait
+        self.bytes_in_flight = 0
+        self._budget_waiters: set[_Stream] = set()
         self._shared: dict[tuple[str, str, str], Shared] = {}  # (flavour, group, type) -> work of replicas
         self._names: dict[tuple[str, str], dict[frozenset[str], frozenset[str]]] = {}  # subscribed name sets
         self._open = asyncio.Event()  # streams are answered only once the cache holds a complete first state
@@ -280,7 +293,7 @@ class AdsServer:
         try:
             while not stream.closed:
                 stream.wake.clear()
-                if self._may_send(stream):
+                if self._may_send(stream) and not self._hold_for_budget(stream):
                     async with self._push_slots:
                         for body in self._plan(stream):
                             await context.write(body)
@@ -297,6 +310,9 @@ class AdsServer:
                 log.info("ADS stream %d read failed: %r", stream.id, reader.exception())
         finally:
             reader.cancel()
+            self._budget_waiters.discard(stream)
+            for type_url in list(stream.inflight):
+                self._release(stream, type_url)
             self._streams.pop(stream.id, None)
             if not any(s.group == stream.group for s in self._streams.values()):
                 for key in [k for k in self._shared if k[1] == stream.group]:
@@ -329,6 +345,8 @@ class AdsServer:
             ts.names = self._shared_names(stream.group, type_url, ts.names)
             ts.names_changed = False
         short = SHORT_NAMES.get(type_url, type_url)
+        if result.kind in ("ack", "nack"):
+            self._release(stream, type_url)
         if result.kind == "ack":
             done = ts.ack()
             self._event("ack", stream, type_url=type_url, nonce=done.nonce, version=done.version,
@@ -360,6 +378,7 @@ class AdsServer:
         for ts in stream.types.values():
             if ts.pending is not None and now >= self._deadline(ts.pending):
                 done = ts.abandon()
+                self._release(stream, ts.type_url)
                 self.ack_timeouts += 1
                 log.warning("no ACK for %s nonce %s from %s after %.1fs: sending newer state anyway",
                             SHORT_NAMES.get(ts.type_url, ts.type_url), done.nonce, stream.node_id,
@@ -438,10 +457,37 @@ class AdsServer:
             if type_url == CLUSTER and ts.pending is not None and ts.pending.replaced:
                 _resend_endpoints(stream, resources.get(CLUSTER, EMPTY), ts.pending.replaced)
             out.append(body)
+            stream.inflight[type_url] = len(body)
+            self.bytes_in_flight += len(body)
             self.resources_sent += count
             self.responses_sent += 1
             self._event("push", stream, type_url=type_url, nonce=nonce, resources=count, bytes=len(body))
         return out
+
+    def _hold_for_budget(self, stream: _Stream) -> bool:
+        """True (and the stream is woken when bytes are released) when a new sync must wait for the budget."""
+        if stream.inflight or self.bytes_in_flight < self.max_bytes_in_flight:
+            stream.held_since = None
+            return False
+        now = self.clock()
+        if stream.held_since is None:
+            stream.held_since = now
+        elif now - stream.held_since >= self.max_budget_wait:
+            stream.held_since = None  # waited long enough: go ahead over budget
+            return False
+        self._budget_waiters.add(stream)
+        return True
+
+    def _release(self, stream: _Stream, type_url: str) -> None:
+        """The response of `type_url` is ACKed, NACKed or abandoned: its bytes leave the budget."""
+        size = stream.inflight.pop(type_url, 0)
+        if not size:
+            return
+        self.bytes_in_flight -= size
+        if self._budget_waiters and self.bytes_in_flight < self.max_bytes_in_flight:
+            waiters, self._budget_waiters = self._budget_waiters, set()
+            for waiter in waiters:
+                waiter.wake.set()
 
     def _deadline(self, pending) -> float:
         """When a pending response's ACK is given up on: `ack_timeout` plus an allowance per resource carried."""
@@ -450,6 +496,8 @@ class AdsServer:
 
     def _next_deadline(self, stream: _Stream) -> float | None:
         deadlines = [self._deadline(ts.pending) for ts in stream.types.values() if ts.pending is not None]
+        if stream.held_since is not None:
+            deadlines.append(stream.held_since + self.max_budget_wait)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - self.clock())
