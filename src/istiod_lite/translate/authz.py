@@ -195,32 +195,82 @@ def virtual_host_config_bytes(wp: Waypoint, service: Service, port: int | None =
     policies = attached(wp, service)
     if not policies:
         return {}
-    rules: dict[str, dict[str, rbac_config.Policy]] = {f: {} for f in FILTERS}
+    memo = _memo(wp)
+    per_filter: dict[str, list[tuple[str, bytes]]] = {}
     has_allow = False
     served = _served_port(service, port)
     for policy in policies:
-        _, action, _, invalid = _info(wp, policy)
+        filt, action, invalid, entries, issues = _entries(wp, memo, policy, served, peer_identity)
         if invalid:
             wp.report(warning(policy.key, "spec", f"the policy is invalid: requests to {service.hostname} are "
                               "denied until it is fixed (fail closed)", "FailClosed"))
-            rules[RBAC_DENY_FILTER][policy_name(policy, "invalid")] = _DENY_ALL
-            continue
-        if action == CUSTOM:
-            wp.report(warning(policy.key, "spec.action", "CUSTOM (ext_authz) providers are not supported: requests "
-                              "this policy selects are denied (fail closed)"))
-        has_allow |= action == ALLOW
-        target = rules[_FILTER_OF[action]]
-        for suffix, built, issues in _rules(wp, policy, action, served, peer_identity):
+        else:
+            if action == CUSTOM:
+                wp.report(warning(policy.key, "spec.action", "CUSTOM (ext_authz) providers are not supported: "
+                                  "requests this policy selects are denied (fail closed)"))
+            has_allow |= action == ALLOW
             for issue in issues:
                 wp.report(issue)
-            if built is not None:
-                target[policy_name(policy, suffix)] = built
+        if entries:
+            found = per_filter.get(filt)
+            if found is None:
+                per_filter[filt] = list(entries)
+            else:
+                found.extend(entries)
     out: dict[str, bytes] = {}
     for name in FILTERS:
-        if not rules[name] and not (name == RBAC_ALLOW_FILTER and has_allow):
+        entries = per_filter.get(name)
+        if not entries and not (name == RBAC_ALLOW_FILTER and has_allow):
             continue
-        out[name] = _pack_bytes(wp, name, rules[name])
+        out[name] = _pack_entries(memo, name, entries or [])
     return out
+
+
+def _entries(wp: Waypoint, memo: dict, policy: IstioConfig, served: int | None, peer_identity: str
+             ) -> tuple[str, str, bool, tuple[tuple[str, bytes], ...], tuple[Issue, ...]]:
+    """(filter, action, invalid, RBAC map entries as (policy name, encoded map entry), rule issues) of one policy
+    on a virtual host served on `served`, once per (policy, port, peer identity) per translation (a
+    root-namespace policy is attached to every service)."""
+    ck = ("entries", id(policy), served, peer_identity)
+    hit = memo.get(ck)
+    if hit is not None and hit[0] is policy:
+        return hit[1]
+    _, action, _, invalid = _info(wp, policy)
+    if invalid:
+        name = policy_name(policy, "invalid")
+        value = (RBAC_DENY_FILTER, action, True, ((name, _entry(memo, name, _DENY_ALL)),), ())
+    else:
+        entries = []
+        flat: list[Issue] = []
+        for suffix, built, issues in _rules(wp, policy, action, served, peer_identity):
+            flat.extend(issues)
+            if built is not None:
+                name = policy_name(policy, suffix)
+                entries.append((name, _entry(memo, name, built)))
+        value = (_FILTER_OF[action], action, False, tuple(entries), tuple(flat))
+    memo[ck] = (policy, value)
+    return value
+
+
+def _entry(memo: dict, name: str, policy: rbac_config.Policy) -> bytes:
+    """One encoded ``map<string, Policy>`` entry of RBAC.policies (field 2): key (1), value (2)."""
+    return wire.ld(2, wire.string(1, name) + wire.ld(2, _policy_bytes(memo, policy)))
+
+
+def _pack_entries(memo: dict, name: str, entries: list[tuple[str, bytes]]) -> bytes:
+    """The serialized ``RBACPerRoute`` of filter `name` from encoded map entries: the bytes `_pack` gives
+    (deterministic: map entries in key order, fields in number order; tests/test_translate_wire.py)."""
+    if len(entries) > 1:
+        entries.sort(key=lambda e: e[0])
+    key = ("packed", name, *[id(e[1]) for e in entries])  # equal inputs (a root policy alone in its filter on
+    hit = memo.get(key)                                    # every service): encoded once
+    if hit is not None:
+        return hit[0]
+    action = _ENVOY_ACTION[name]
+    rules = (wire.uint(1, action) if action else b"") + b"".join(e[1] for e in entries)  # RBAC: action, policies
+    packed = wire.ld(2, wire.ld(1, rules))  # RBACPerRoute.rbac (2) -> RBAC.rules (1)
+    memo[key] = (packed, [e[1] for e in entries])  # keeps the keyed bytes alive (their ids stay theirs)
+    return packed
 
 
 def _match_all() -> rbac_config.Policy:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from istiod_lite.model.istio import IstioConfig
-from istiod_lite.model.meta import Issue, warning
+from istiod_lite.model.meta import ConfigKey, Issue, warning
 from istiod_lite.model.service import Service
 from istiod_lite.translate.waypoint import Waypoint
 
@@ -72,22 +72,54 @@ def attached(wp: Waypoint, service: Service, memo: dict | None = None) -> list[I
     if memo is None:
         return [p for p in candidates(wp, service)
                 if any(_ref_matches(wp, p, ref, service) for _, ref in target_refs(p)) and not dry_run(p)]
+    snap = wp.snapshot
     common = memo.get("waypoint candidates")
     if common is None:  # the Gateway / GatewayClass candidates: the same for every service
-        snap = wp.snapshot
         found = [*snap.policies_targeting("Gateway", wp.namespace, wp.gateway.key.name),
                  *snap.policies_targeting("GatewayClass", snap.root_namespace, wp.gateway.class_name)]
-        common = memo["waypoint candidates"] = list({id(p): p for p in found}.values())
-    own = wp.snapshot.policies_targeting(service.key.kind, service.namespace, service.key.name)
-    unique = {id(p): p for p in (*common, *own)}
+        common = memo["waypoint candidates"] = sorted({id(p): p for p in found}.values(), key=snap.order_of)
+    own = snap.policies_targeting(service.key.kind, service.namespace, service.key.name)
+    if not own:
+        cands = common
+    elif not common and len(own) == 1:
+        cands = own
+    elif len(common) == 1 and len(own) == 1:  # (the usual: a root / waypoint policy and the service's own)
+        a, b = common[0], own[0]
+        cands = [a] if a is b else [a, b] if snap.order_of(a) <= snap.order_of(b) else [b, a]
+    else:
+        cands = sorted({id(p): p for p in (*common, *own)}.values(), key=snap.order_of)  # = candidates()
+    skey = service.key
     out = []
-    for p in sorted(unique.values(), key=wp.snapshot.order_of):  # = candidates(wp, service)
+    for p in cands:
         info = memo.get(id(p))
         if info is None or info[0] is not p:
-            info = memo[id(p)] = (p, target_refs(p), dry_run(p))
-        if not info[2] and any(_ref_matches(wp, p, ref, service) for _, ref in info[1]):
+            info = memo[id(p)] = (p, *_classify(wp, p))
+        if info[1] or skey in info[2]:
             out.append(p)
     return out
+
+
+def _classify(wp: Waypoint, p: IstioConfig) -> tuple[bool, frozenset]:
+    """(attaches to every service here, keys of the services it attaches to otherwise) of one policy: what
+    `_ref_matches` decides, split into the part that does not depend on the service. A dry-run policy attaches
+    nowhere."""
+    if dry_run(p):
+        return False, frozenset()
+    every = False
+    keys = set()
+    for _, ref in target_refs(p):
+        kind, group, name = ref.get("kind"), ref.get("group") or "", ref.get("name")
+        if ref.get("namespace") not in (None, "", p.namespace):
+            continue
+        if kind in ("Gateway", "GatewayClass") and group == GATEWAY_GROUP:
+            every |= _ref_matches(wp, p, ref, None)  # type: ignore[arg-type]  (not read for these kinds)
+        elif not isinstance(name, str):
+            continue  # (never equal to a service name)
+        elif kind == "Service" and group in ("", "core"):
+            keys.add(ConfigKey("Service", p.namespace, name))
+        elif kind == "ServiceEntry" and group == NETWORKING_GROUP:
+            keys.add(ConfigKey("ServiceEntry", p.namespace, name))
+    return every, frozenset(keys)
 
 
 def dry_run(policy: IstioConfig) -> bool:

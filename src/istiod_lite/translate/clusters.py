@@ -17,25 +17,26 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
 
 from istiod_lite.model.meta import ConfigKey, warning
-from istiod_lite.translate import cluster_lb, cluster_policy, cluster_tls, dr_report, endpoints
+from istiod_lite.translate import cluster_lb, cluster_policy, cluster_tls, dr_report, endpoints, wire
 from istiod_lite.translate.destination_rules import DestinationRules
-from istiod_lite.translate.destinations import ClusterRef, inbound_ref
+from istiod_lite.translate.destinations import ClusterRef, wp_inbound_ref
 from istiod_lite.translate.durations import seconds_duration
 from istiod_lite.translate.waypoint import Waypoint, http_ports
 
 
 _TEMPLATES = "_istiod_lite_cluster_templates"
+_FROM_BYTES = cluster_pb2.Cluster.FromString
 _INLINE_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN", "NONE"})  # clusters without EDS (see _discovery)
 
 
 def inbound_refs(wp: Waypoint, drs: DestinationRules) -> list[ClusterRef]:
     refs = []
-    for svc in wp.services:
+    for svc in wp.services:  # (memoised refs: the routes to these clusters share the objects)
         rule = drs.for_service(svc)
         for port in http_ports(svc):
-            refs.append(inbound_ref(svc, port))
+            refs.append(wp_inbound_ref(wp, svc, port, None))
             for subset in rule.subsets if rule else ():
-                refs.append(inbound_ref(svc, port, subset))
+                refs.append(wp_inbound_ref(wp, svc, port, subset))
     return refs
 
 
@@ -102,9 +103,8 @@ def _eds_cluster(wp: Waypoint, ref: ClusterRef, policy: Mapping[str, Any], text:
     if hit is None:
         c, eds = _body(wp, ref, policy, "")
         hit = memo[key] = (c.SerializeToString(), eds)
-    c = cluster_pb2.Cluster(name=ref.name)
-    c.MergeFromString(hit[0])
-    return c, hit[1]
+    # the template (no name) + the name field, parsed once (wire.py)
+    return _FROM_BYTES(hit[0] + wire.string(1, ref.name)), hit[1]
 
 
 def build_cluster(wp: Waypoint, drs: DestinationRules, ref: ClusterRef) -> tuple[cluster_pb2.Cluster, bool, set[ConfigKey]]:
@@ -120,7 +120,8 @@ def build_cluster(wp: Waypoint, drs: DestinationRules, ref: ClusterRef) -> tuple
             sources.add(rule.policy_source)
         if ref.subset is not None:
             sources.add(ref.subset.source)
-        _check_failover(wp, rule, ref, policy)
+        if policy.get("loadBalancer") is not None:  # (no loadBalancer: no locality failover setting)
+            _check_failover(wp, rule, ref, policy)
     return c, eds, sources
 
 

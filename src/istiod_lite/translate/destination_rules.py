@@ -103,6 +103,7 @@ class DestinationRules:
         self._shared = shared
         self._policies: dict[tuple[int, int, int], tuple[Any, Any, dict[str, Any]]] = {}
         self._texts: dict[int, tuple[Mapping[str, Any], str]] = {}
+        self._hashes: dict[int, tuple[Mapping[str, Any], list]] = {}
         self._by_id: dict[int, tuple[Service, MergedRule | None]] = {}
         if report_selectors:
             for issue in selector_issues(wp):
@@ -158,6 +159,23 @@ class DestinationRules:
         if hit is None or hit[0] is not rule or hit[1] is not subset:
             hit = self._policies[key] = (rule, subset, effective_policy(rule, port, subset))
         return hit[2]
+
+    def ref_policy(self, service: Service, port: int, subset: Subset | None) -> dict[str, Any]:
+        """`policy_for(wp, service, port, subset)` of this index (the subset looked up by name, as there)."""
+        rule = self.for_service(service)
+        name = subset.name if subset is not None else None
+        return self.effective(rule, port, rule.subset(name) if rule is not None and name else None)
+
+    def route_hashes(self, service: Service, port: int, subset: Subset | None) -> list[rc.RouteAction.HashPolicy]:
+        """`hash_policies(wp, service, port, subset)` (a new list; its messages are shared read-only), once per
+        effective policy."""
+        policy = self.ref_policy(service, port, subset)
+        hit = self._hashes.get(id(policy))
+        if hit is None or hit[0] is not policy:
+            ch = consistent_hash(policy)
+            hp = hash_policy(ch) if ch is not None else None
+            hit = self._hashes[id(policy)] = (policy, [hp] if hp is not None else [])
+        return list(hit[1])
 
     def policy_text(self, policy: Mapping[str, Any]) -> str:
         """repr(policy), once per memoised policy dict (a content key for templates built from a policy)."""

@@ -43,12 +43,38 @@ def inbound_ref(service: Service, port: ServicePort, subset: Subset | None = Non
     return ClusterRef(name, service, port, subset, True)
 
 
+_REFS = "_istiod_lite_cluster_refs"
+
+
+def _memo_ref(wp: Waypoint, service: Service, port: ServicePort, subset: Subset | None, protocol: str,
+              inbound: bool) -> ClusterRef:
+    """One ClusterRef object per (service, port, subset, protocol, direction) per translation (a service's
+    routes and its inbound clusters share them)."""
+    memo = wp.__dict__.get(_REFS)
+    if memo is None:
+        memo = wp.__dict__[_REFS] = {}
+    key = (id(service), id(port), id(subset), protocol, inbound)
+    hit = memo.get(key)
+    if hit is not None and hit.service is service and hit.port is port and hit.subset is subset:
+        return hit
+    if inbound:
+        ref = inbound_ref(service, port, subset, protocol)
+    else:
+        ref = ClusterRef(names.outbound_cluster(port.number, service.hostname, subset.name if subset else ""),
+                         service, port, subset, False)
+    memo[key] = ref
+    return ref
+
+
+def wp_inbound_ref(wp: Waypoint, service: Service, port: ServicePort, subset: Subset | None = None,
+                   protocol: str = "http") -> ClusterRef:
+    """`inbound_ref`, memoised per translation."""
+    return _memo_ref(wp, service, port, subset, protocol, True)
+
+
 def ref_for(wp: Waypoint, service: Service, port: ServicePort, subset: Subset | None,
             protocol: str = "http") -> ClusterRef:
-    if wp.is_bound(service):
-        return inbound_ref(service, port, subset, protocol)
-    name = names.outbound_cluster(port.number, service.hostname, subset.name if subset else "")
-    return ClusterRef(name, service, port, subset, False)
+    return _memo_ref(wp, service, port, subset, protocol, wp.is_bound(service))
 
 
 def resolve_destination(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, dest: Mapping[str, Any], path: str,
@@ -56,7 +82,9 @@ def resolve_destination(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, de
     """`dest` is an Istio ``Destination`` at `path` (``spec.http[i].route[j].destination``); `protocol` picks
     the inbound-vip cluster variant (``http`` or ``tcp``)."""
     key: ConfigKey = vs.key
-    host = resolve_short_name(str(dest.get("host", "")), vs.namespace, wp.snapshot.domain_suffix)
+    raw = dest.get("host", "")
+    host = raw if type(raw) is str and "." in raw and not raw.startswith("*") else \
+        resolve_short_name(str(raw), vs.namespace, wp.snapshot.domain_suffix)  # (names with dots stay as they are)
     if "*" in host:
         wp.report(error(key, f"{path}.host", f"destination host {host!r} must not be a wildcard", "InvalidHost"))
         return None

@@ -14,8 +14,8 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from istiod_lite.model.service import Endpoint
-from istiod_lite.translate import cluster_lb, dr_locality
-from istiod_lite.translate.destination_rules import policy_for
+from istiod_lite.translate import cluster_lb, dr_locality, wire
+from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.destinations import ClusterRef
 from istiod_lite.translate.waypoint import Waypoint
 
@@ -102,18 +102,39 @@ def eds_assignment(wp: Waypoint, ref: ClusterRef) -> endpoint_pb2.ClusterLoadAss
 
     Memoised per translation by everything it reads besides the name (the service's endpoints, the port, the
     subset's labels, the policy's loadBalancer and whether it has outlierDetection; the waypoint is fixed):
-    services with equal endpoints and policies share serialized bytes, each result is a fresh message."""
-    policy = policy_for(wp, ref.service, ref.port.number, ref.subset.name if ref.subset else None)
+    services with equal endpoints and policies share serialized bytes, each result is a fresh message. Equal
+    endpoint tuples are hashed once per tuple object (`_canonical`), policies once per policy dict."""
     memo = wp.__dict__.get(_MEMO)
     if memo is None:
         memo = wp.__dict__[_MEMO] = {}
-    key = (ref.service.endpoints, ref.port, ref.subset.labels if ref.subset is not None else None,
-           repr(policy.get("loadBalancer")), policy.get("outlierDetection") is not None)
+    drs = DestinationRules.of(wp)
+    svc = ref.service
+    rule = drs.for_service(svc)
+    name = ref.subset.name if ref.subset is not None else None
+    policy = drs.effective(rule, ref.port.number, rule.subset(name) if rule is not None and name else None)
+    pk = memo.get(("policy", id(policy)))
+    if pk is None or pk[0] is not policy:
+        pk = memo[("policy", id(policy))] = (policy, repr(policy.get("loadBalancer")),
+                                             policy.get("outlierDetection") is not None)
+    port = ref.port
+    key = (id(_canonical(memo, svc.endpoints)), port.number, port.target_port,
+           ref.subset.labels if ref.subset is not None else None, pk[1], pk[2])
     body = memo.get(key)
     if body is None:
         body = memo[key] = locality_assignment(wp, ref, policy).SerializeToString()
         # (the stored bytes carry the first ref's cluster_name: overwritten below, a scalar, so the bytes match)
-    cla = endpoint_pb2.ClusterLoadAssignment()
-    cla.MergeFromString(body)
-    cla.cluster_name = ref.name
-    return cla
+    return _CLA_FROM_BYTES(body + wire.string(1, ref.name))  # ClusterLoadAssignment.cluster_name (1): last wins
+
+
+def _canonical(memo: dict, eps: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
+    """The first endpoint tuple equal to `eps` this translation (kept alive by the memo, so its id is a content
+    key); each tuple object is hashed once."""
+    hit = memo.get(("eps", id(eps)))
+    if hit is not None and hit[0] is eps:
+        return hit[1]
+    canon = memo.setdefault(("eps content", eps), eps)
+    memo[("eps", id(eps))] = (eps, canon)
+    return canon
+
+
+_CLA_FROM_BYTES = endpoint_pb2.ClusterLoadAssignment.FromString

@@ -33,7 +33,7 @@ from google.protobuf.message import Message
 from istiod_lite.model.istio import IstioConfig
 from istiod_lite.model.service import Service, ServicePort
 from istiod_lite.translate import names, wire
-from istiod_lite.translate.destination_rules import DestinationRules, hash_policies
+from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.destinations import ClusterRef, resolve_destination
 from istiod_lite.translate.durations import to_duration
 from istiod_lite.translate.retries import retry_policy
@@ -143,7 +143,7 @@ def _common_bytes(wp: Waypoint, rewrite: Mapping[str, Any] | None, authority: st
 
 def default_action(wp: Waypoint, ref: ClusterRef) -> Action:
     """The route of a bound service without VirtualService: its cluster, timeout 0s, default retries."""
-    hashes = hash_policies(wp, ref.service, ref.port, ref.subset)
+    hashes = DestinationRules.of(wp).route_hashes(ref.service, ref.port.number, ref.subset)
     common = _common_bytes(wp, None, "", None, None, bool(hashes), hashes)
     return Action(route=wire.string(1, ref.name) + common, refs=[ref])
 
@@ -216,13 +216,13 @@ def build_action(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, rule: Map
             ops.response_add += dops.response_add
             ops.response_remove += dops.response_remove
             authority = authority or dops.authority
-        hashes = hash_policies(wp, ref.service, ref.port, ref.subset)
+        hashes = DestinationRules.of(wp).route_hashes(ref.service, ref.port.number, ref.subset)
         hashed = bool(hashes)
     else:
         weighted = []
         for ref, weight, dest_headers in chosen:
             weighted.append(wire.ld(1, _cluster_weight(ref, weight, dest_headers)))
-            hashes.extend(hash_policies(wp, ref.service, ref.port, ref.subset))
+            hashes.extend(DestinationRules.of(wp).route_hashes(ref.service, ref.port.number, ref.subset))
         clusters = wire.ld(3, b"".join(weighted))  # RouteAction.weighted_clusters
     route = clusters + _common_bytes(wp, rule.get("rewrite"), authority, rule.get("timeout"), rule.get("retries"),
                                      hashed, hashes)

@@ -33,7 +33,7 @@ from istiod_lite.model.meta import ConfigKey, warning
 from istiod_lite.model.service import Service, ServicePort
 from istiod_lite.translate import authz, domains, names, route_scopes, wire
 from istiod_lite.translate.destination_rules import DestinationRules
-from istiod_lite.translate.destinations import ClusterRef, inbound_ref
+from istiod_lite.translate.destinations import ClusterRef, wp_inbound_ref
 from istiod_lite.translate.route_action import build_action, default_action
 from istiod_lite.translate.route_match import build_matches, gateway_applies, match_bytes
 from istiod_lite.translate.waypoint import Waypoint, served_port
@@ -98,6 +98,12 @@ def select_virtual_services(wp: Waypoint, service: Service) -> list[IstioConfig]
 
 
 def report_unsupported(wp: Waypoint, vs: IstioConfig) -> None:
+    rules = vs.spec.get("http") or ()
+    if vs.spec.keys() <= VS_FIELDS and all(  # the usual: nothing to report (checked in C)
+            type(rule) is dict and rule.keys() <= RULE_FIELDS
+            and all(type(r) is dict and r.keys() <= DESTINATION_FIELDS for r in rule.get("route") or ())
+            for rule in rules):
+        return
     for f in sorted(set(vs.spec) - VS_FIELDS):
         why = ("TLS routes are not supported at istiod-lite waypoints yet" if f == "tls"
                else f"{f} is not supported; ignored")
@@ -186,7 +192,7 @@ def virtual_host_bytes(wp: Waypoint, drs: DestinationRules, svc: Service, port: 
     if routes:
         parts += [wire.ld(_VH_ROUTES, r) for r in routes]
     else:  # no VirtualService, or none of its rules applies on this port: the default route (as Istio)
-        ref = inbound_ref(svc, port)
+        ref = wp_inbound_ref(wp, svc, port)
         action = default_action(wp, ref)
         parts.append(wire.ld(_VH_ROUTES, wire.string(_ROUTE_NAME, names.DEFAULT_ROUTE)
                              + wire.ld(_ROUTE_MATCH, _MATCH_ALL) + action.route_bytes()))
