@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 
@@ -35,7 +35,9 @@ from istiod_lite.xds import types as xds_types
 from istiod_lite.xds.cache import SnapshotCache
 from istiod_lite.xds.debounce import Debouncer
 from istiod_lite.xds.server import AdsServer, NackInfo
-from istiod_lite.xds.tls import PeerAuthorizer, TlsConfig, server_credentials
+
+if TYPE_CHECKING:  # xds/tls.py imports `cryptography` (~10 MB): only when serving xDS over TLS
+    from istiod_lite.xds.tls import TlsConfig
 
 log = logging.getLogger("istiod_lite")
 _ISSUES_ONLY = ConfigKey("", "", "load-issues")  # a change that only touched load issues (e.g. bad YAML)
@@ -76,7 +78,11 @@ class App:
         self.cache = SnapshotCache()
         self.metrics = Metrics()
         self.rejections = RejectionTracker()
-        authorize = PeerAuthorizer(tls.trust_domain).check if tls is not None and tls.mutual else None
+        authorize = None
+        if tls is not None and tls.mutual:
+            from istiod_lite.xds.tls import PeerAuthorizer
+
+            authorize = PeerAuthorizer(tls.trust_domain).check
         self.server = AdsServer(self.cache, group_for_node=waypoint_of_node, ack_timeout=settings.ack_timeout,
                                 on_event=self._on_xds_event, on_nack=self._on_nack, authorize=authorize)
         self.corrupt = None
@@ -127,7 +133,11 @@ class App:
         self._loop = asyncio.get_running_loop()
         xds_host, xds_port = split_address(self.settings.xds_address, 15010)
         http_host, http_port = split_address(self.settings.http_address, 15014)
-        credentials = server_credentials(self.tls) if self.tls is not None else None
+        credentials = None
+        if self.tls is not None:
+            from istiod_lite.xds.tls import server_credentials
+
+            credentials = server_credentials(self.tls)
         self.server.hold()  # until the first push is computed (see AdsServer.hold)
         self.xds_port = await self.server.start(f"{xds_host}:{xds_port}" if ":" not in xds_host
                                                 else f"[{xds_host}]:{xds_port}", credentials)

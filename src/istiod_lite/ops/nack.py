@@ -58,15 +58,16 @@ def parse_key(text: str) -> ConfigKey | None:
 
 class RejectionTracker:
     """Per-push cost is O(changed): `apply` is free for a group without pins (the very mapping comes back) and
-    overlays only the pinned names otherwise; `served` reads the cache's per-type change record (xds/cache.py
-    TypeResources.base / changed / removed) instead of every resource."""
+    overlays only the pinned names otherwise; `served` keeps references to the cache's immutable per-type
+    TypeResources (xds/cache.py) and the served name -> message mappings instead of copying every resource."""
 
     def __init__(self, clock=time.time) -> None:
         self.clock = clock
-        # group -> type URL -> name -> {version: message} (recent versions handed to the cache)
-        self._sent: dict[str, dict[str, dict[str, dict[str, Message]]]] = {}
-        # group -> type URL -> the cache's TypeResources `served` last recorded (to diff the next one against)
-        self._seen: dict[str, dict[str, Any]] = {}
+        # group -> type URL -> the last _HISTORY distinct (versions, messages) pairs handed to the cache, newest
+        # last: `versions` is the cache's immutable TypeResources (or a name -> version mapping), `messages` the
+        # name -> message mapping served with it. References only: no per-resource copies (a 15,000-cluster
+        # waypoint used to cost a dict per resource here).
+        self._sent: dict[str, dict[str, list[tuple[Mapping[str, Any], Mapping[str, Message]]]]] = {}
         self._good: dict[str, dict[tuple[str, str], tuple[str, Message]]] = {}
         self._sources: dict[str, Mapping[tuple[str, str], tuple[str, ...]]] = {}
         self._applied: dict[str, frozenset[tuple[str, str]]] = {}  # group -> (type, name) pinned by the last apply
@@ -78,53 +79,37 @@ class RejectionTracker:
                sources: Mapping[tuple[str, str], tuple[str, ...]]) -> None:
         """The messages just handed to the cache for `group`, with the cache's version of each: `versions` is
         type URL -> name -> version string, or the cache's own `SnapshotCache.get(group)` (type URL ->
-        TypeResources of CacheEntry). With the latter, a type whose TypeResources is the one recorded last time
-        costs nothing and one derived from it (`base`) costs O(its changed and removed names)."""
+        TypeResources of CacheEntry). O(types): a type whose versions mapping is the one recorded last time
+        costs nothing; a new one is remembered by reference (the cache's TypeResources are immutable)."""
         sent = self._sent.setdefault(group, {})
-        seen = self._seen.setdefault(group, {})
         for type_url in [t for t in sent if t not in versions]:
             del sent[type_url]
-            seen.pop(type_url, None)
         for type_url, by_version in versions.items():
-            last = seen.get(type_url)
-            if by_version is last:
-                continue
+            history = sent.setdefault(type_url, [])
             by_name = resources.get(type_url, {})
-            history = sent.setdefault(type_url, {})
-            if last is not None and getattr(by_version, "base", None) is last:
-                names: Iterable[str] = by_version.changed  # type: ignore[attr-defined]
-                for name in by_version.removed:  # type: ignore[attr-defined]
-                    history.pop(name, None)
-            else:
-                names = [n for n in by_name if n in by_version]
-                for gone in [n for n in history if n not in by_name or n not in by_version]:
-                    del history[gone]
-            for name in names:
-                message = by_name.get(name)
-                if message is None:
-                    history.pop(name, None)
-                    continue
-                value = by_version[name]
-                _remember(history.setdefault(name, {}), value if isinstance(value, str) else value.version,
-                          message)
-            if hasattr(by_version, "base"):
-                seen[type_url] = by_version
-            else:
-                seen.pop(type_url, None)
+            if history and history[-1][0] is by_version and history[-1][1] is by_name:
+                continue
+            history.append((by_version, by_name))
+            if len(history) > _HISTORY:
+                del history[0]
         self._sources[group] = sources
 
     def acked(self, group: str, type_url: str, upserts: Mapping[str, str], removed: Iterable[str] = ()) -> None:
-        sent = self._sent.get(group, {}).get(type_url, {})
+        history = self._sent.get(group, {}).get(type_url, ())
         good = self._good.setdefault(group, {})
         for name, version in upserts.items():
-            message = sent.get(name, {}).get(version)
-            if message is not None:
-                good[(type_url, name)] = (version, message)
+            for by_version, by_name in reversed(history):  # newest first: the ACK is for a recent response
+                value = by_version.get(name)
+                if value is not None and (value if isinstance(value, str) else value.version) == version:
+                    message = by_name.get(name)
+                    if message is not None:
+                        good[(type_url, name)] = (version, message)
+                        break
         for name in removed:
             good.pop((type_url, name), None)
 
     def forget_group(self, group: str) -> list[Pin]:
-        for state in (self._sent, self._seen, self._good, self._sources, self._applied, self._touched):
+        for state in (self._sent, self._good, self._sources, self._applied, self._touched):
             state.pop(group, None)
         gone = [k for k in self.pins if k[0] == group]
         return [self.pins.pop(k) for k in gone]
@@ -193,13 +178,6 @@ class RejectionTracker:
             keys = [k for k in map(parse_key, pin.sources) if k is not None] or [None]
             out.extend(error(k, "", message, REASON) for k in keys)
         return out
-
-
-def _remember(history: dict[str, Message], version: str, message: Message) -> None:
-    history.pop(version, None)
-    history[version] = message
-    while len(history) > _HISTORY:
-        history.pop(next(iter(history)))
 
 
 class _Overlay(Mapping):

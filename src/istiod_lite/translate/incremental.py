@@ -2,7 +2,9 @@
 its virtual hosts on the HTTP listeners, its HBONE RouteConfigurations, the cluster refs they use, the issues it
 raised; the waypoint's TCP listeners form one more unit) and per cluster, and on the next snapshot recompute only
 the units and clusters that read a changed object. Unchanged resources keep their very Message objects, so the
-xds cache skips them. The waypoint-level parts (listeners, domain assignment, Scoped RDS plans, HBONE VIP claims
+xds cache skips them. Memory: the state keeps virtual hosts as bytes, and every message it keeps (results,
+clusters, a unit's own resources) was parsed into an arena of its own (incremental_state.compact), never one
+fused with the builders' templates or other resources. The waypoint-level parts (listeners, domain assignment, Scoped RDS plans, HBONE VIP claims
 and the main_internal listener, fixed HBONE resources) are built at a full translation and depend only on the
 Gateway, the options and the bound services' shape; a change of those falls back to a full translation.
 
@@ -38,7 +40,7 @@ from istiod_lite.translate import TranslateResult, authz_attach, domains, listen
 from istiod_lite.translate import incremental_hbone as ih
 from istiod_lite.translate import incremental_output as io
 from istiod_lite.translate.incremental_dirty import clusters_of_host, dirty
-from istiod_lite.translate.incremental_state import TCP_UNIT, _Full, _State, _Update
+from istiod_lite.translate.incremental_state import TCP_UNIT, _Full, _State, _Update, compact
 from istiod_lite.translate.incremental_units import build_unit, set_unit, sync_clusters
 from istiod_lite.translate.options import TranslateOptions
 from istiod_lite.translate.waypoint import Waypoint, resolve, served_port
@@ -154,7 +156,7 @@ class IncrementalTranslator:
                     st.shared_of[lp].setdefault(plan.vh_host[v], []).append(name)
         up = _Update(st, first=True)
         for gl in gls:
-            lst = listeners.build_listener(wp, gl, gl.port in plans)
+            lst = compact(listeners.build_listener(wp, gl, gl.port in plans))
             up.put(types.LISTENER, lst.name, lst)
             up.sources((types.LISTENER, lst.name), (str(wp.key),))
         ih.hbone_layout(st, up, wp)  # HBONE listener: fixed resources, VIP claims, main_internal
@@ -171,7 +173,7 @@ class IncrementalTranslator:
             set_unit(st, up, TCP_UNIT, unit)
         for lp, plan in plans.items():
             for h, u in st.units.items():
-                if lp in u.vhosts and u.vhosts[lp].name in plan.own:
+                if lp in u.vhosts and u.vhosts[lp][0] in plan.own:
                     io.emit_own(st, up, lp, h, True, True)
             for name in plan.shared:
                 io.emit_shared(st, up, lp, name)
@@ -183,11 +185,7 @@ class IncrementalTranslator:
         for lp in ports:
             if lp in plans:
                 continue
-            cfg = route_scopes.new_config(names.route_config_name(lp), False)
-            hosts = sorted((u.vhosts[lp].name, h) for h, u in st.units.items() if lp in u.vhosts)
-            cfg.virtual_hosts.extend(st.units[h].vhosts[lp] for _, h in hosts)
-            st.route_configs[lp] = cfg
-            st.vh_index[lp] = {h: i for i, (_, h) in enumerate(hosts)}
+            cfg = io.single_config(st, lp)
             up.counter(lp)[wp.key] += 1
             up.put(types.ROUTE, cfg.name, cfg)
         if any(u.vhosts or (u.service is not None and u.extra) for u in st.units.values()):  # authz was built
@@ -243,7 +241,7 @@ class IncrementalTranslator:
             sync_clusters(st, up, snapshot, touched, units, hosts)
         shared: set[tuple[int, str]] = set()
         for lp, hostname, vh_changed, src_changed in scoped:
-            if st.units[hostname].vhosts[lp].name in st.plans[lp].own:
+            if st.units[hostname].vhosts[lp][0] in st.plans[lp].own:
                 io.emit_own(st, up, lp, hostname, vh_changed, src_changed)
             shared.update((lp, name) for name in st.shared_of[lp].get(hostname, ()))
         for lp, name in sorted(shared):

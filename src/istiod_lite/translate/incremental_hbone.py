@@ -22,7 +22,7 @@ from istiod_lite.translate import hbone, tcp
 from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.destinations import ClusterRef
 from istiod_lite.translate.incremental_dirty import destination_hosts
-from istiod_lite.translate.incremental_state import _State, _Unit, _Update, scratch, sorted_text
+from istiod_lite.translate.incremental_state import _State, _Unit, _Update, compact, scratch, sorted_text
 from istiod_lite.translate.waypoint import Waypoint
 from istiod_lite.xds import types
 
@@ -35,14 +35,14 @@ def hbone_layout(st: _State, up: _Update, wp: Waypoint) -> None:
         return
     key = (str(wp.key),)
     for type_url, msg in hbone.fixed_resources(wp, gl):
-        up.put(type_url, msg.name, msg)
+        up.put(type_url, msg.name, compact(msg))
         up.sources((type_url, msg.name), key)
     table, claimed = hbone.claim_vips(wp)
     ports: dict[str, list] = {}
     for svc, port in claimed:
         ports.setdefault(svc.hostname, []).append(port)
     st.hbone = {h: tuple(p) for h, p in ports.items()}
-    lst = hbone.main_internal_listener([hbone.service_chain(s, p) for s, p in claimed], table)
+    lst = compact(hbone.main_internal_listener([hbone.service_chain(s, p) for s, p in claimed], table))
     up.put(types.LISTENER, lst.name, lst)
     up.sources((types.LISTENER, lst.name), sorted_text({wp.key} | {s.key for s, _ in claimed}))
 

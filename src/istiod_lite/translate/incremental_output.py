@@ -1,6 +1,6 @@
 """Output assembly of the incremental translator (translate/incremental.py): the route resources of the HTTP
 listeners from the units' virtual hosts (a service's own Scoped RDS RouteConfiguration, shared-key ones, the single
-RouteConfiguration of a wildcard-host listener patched in a copy), and the TranslateResult of one step: resource
+RouteConfiguration of a wildcard-host listener, all parsed from the units' virtual host bytes), and the TranslateResult of one step: resource
 maps patched copy-on-write (name order kept), `ResourceSet.sources`, sorted issues and the `changes` hint (every
 name patched in this step; None after a full translation).
 """
@@ -59,7 +59,7 @@ def emit_own(st: _State, up: _Update, lp: int, hostname: str, message: bool, sou
     name = names.service_route_config_name(lp, hostname)
     unit = st.units[hostname]
     if message:
-        up.put(types.ROUTE, name, route_scopes.with_vhosts(name, [unit.vhosts[lp]]))
+        up.put(types.ROUTE, name, route_scopes.with_vhost_bytes(name, [unit.vhosts[lp]]))
     if sources:
         up.sources((types.ROUTE, name), tuple(sorted({str(st.gateway.key)} | {str(k) for k in unit.sources[lp]})))
 
@@ -67,23 +67,29 @@ def emit_own(st: _State, up: _Update, lp: int, hostname: str, message: bool, sou
 def emit_shared(st: _State, up: _Update, lp: int, name: str) -> None:
     plan = st.plans[lp]
     hosts = [plan.vh_host[v] for v in plan.shared[name]]
-    up.put(types.ROUTE, name, route_scopes.with_vhosts(name, [st.units[h].vhosts[lp] for h in hosts]))
+    up.put(types.ROUTE, name, route_scopes.with_vhost_bytes(name, [st.units[h].vhosts[lp] for h in hosts]))
     src = {str(st.gateway.key)} | {str(k) for h in hosts for k in st.units[h].sources[lp]}
     up.sources((types.ROUTE, name), tuple(sorted(src)))
 
 
+def single_config(st: _State, lp: int) -> route_pb2.RouteConfiguration:
+    """The one RouteConfiguration of wildcard-host listener `lp`: every unit's virtual host on it (bytes), parsed
+    once (a fresh arena; O(virtual hosts on the listener), like copying the previous one was)."""
+    return route_scopes.with_vhost_bytes(names.route_config_name(lp),
+                                         [u.vhosts[lp] for u in st.units.values() if lp in u.vhosts], False)
+
+
 def patch_single_configs(st: _State, up: _Update, route_ports: dict[int, list[str]]) -> None:
-    """Listeners with one RouteConfiguration (wildcard hosts): replace the changed virtual hosts in a copy."""
-    for lp, changed_hosts in route_ports.items():
-        cfg = route_pb2.RouteConfiguration()
-        cfg.CopyFrom(st.route_configs[lp])
-        index = st.vh_index[lp]
-        for hostname in changed_hosts:
-            cfg.virtual_hosts[index[hostname]].CopyFrom(st.units[hostname].vhosts[lp])
-        st.route_configs[lp] = cfg
+    """Listeners with one RouteConfiguration (wildcard hosts): rebuilt from the units' virtual host bytes when
+    one of them changed; re-listed when only its sources changed."""
+    for lp in route_ports:
+        cfg = single_config(st, lp)
         up.put(types.ROUTE, cfg.name, cfg)
+    patched = up.patches.get(types.ROUTE, {})
     for lp in up.copied & set(st.ports):
-        up.put(types.ROUTE, names.route_config_name(lp), st.route_configs[lp])  # sources changed
+        name = names.route_config_name(lp)
+        if name not in patched:
+            up.put(types.ROUTE, name, st.out[types.ROUTE][name])  # sources changed
 
 
 def result(st: _State, up: _Update, snapshot: ConfigSnapshot) -> TranslateResult:

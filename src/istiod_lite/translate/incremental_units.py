@@ -19,9 +19,12 @@ from istiod_lite.translate import clusters, dr_report, endpoints, hbone, names, 
 from istiod_lite.translate import incremental_hbone as ih
 from istiod_lite.translate.destinations import ClusterRef, inbound_ref
 from istiod_lite.translate.incremental_dirty import destination_hosts
-from istiod_lite.translate.incremental_state import _Cluster, _Full, _State, _Unit, _Update, scratch, sorted_text
+from istiod_lite.translate.incremental_state import (_Cluster, _Full, _State, _Unit, _Update, compact, scratch,
+                                                     sorted_text)
 from istiod_lite.translate.waypoint import http_ports, served_port
 from istiod_lite.xds import types
+
+_NO_CONFIG = route_pb2.RouteConfiguration()  # RouteResult's config slot: the unit keeps virtual host bytes only
 
 
 def build_unit(st: _State, snapshot: ConfigSnapshot, svc: Service) -> _Unit:
@@ -32,7 +35,7 @@ def build_unit(st: _State, snapshot: ConfigSnapshot, svc: Service) -> _Unit:
         for ref in [inbound_ref(svc, port)] + [inbound_ref(svc, port, s) for s in (rule.subsets if rule else ())]:
             refs.setdefault(ref.name, ref)
     inbound = frozenset(refs)
-    vhosts: dict[int, object] = {}
+    vhosts: dict[int, tuple[str, bytes]] = {}
     sources: dict = {}
     dests: set[str] = set()
     for lp in st.ports:
@@ -42,8 +45,9 @@ def build_unit(st: _State, snapshot: ConfigSnapshot, svc: Service) -> _Unit:
         doms = st.doms[lp].get(names.virtual_host_name(svc.hostname, p.number))
         if not doms:
             continue
-        rr = routes.RouteResult(route_pb2.RouteConfiguration())
-        vhosts[lp] = routes.virtual_host(wp, drs, svc, p, doms, rr, lp)
+        rr = routes.RouteResult(_NO_CONFIG)
+        vhosts[lp] = (names.virtual_host_name(svc.hostname, p.number),
+                      routes.virtual_host_bytes(wp, drs, svc, p, doms, rr, lp))  # bytes: no message kept
         sources[lp] = frozenset(rr.sources | routes.dr_sources(drs, rr.refs))
         for ref in rr.refs:
             refs.setdefault(ref.name, ref)
@@ -106,6 +110,7 @@ def emit_extra(up: _Update, old: _Unit | None, unit: _Unit) -> None:
         if prev is not None and prev[0] == msg:
             unit.extra[key] = (prev[0], src)
         else:
+            unit.extra[key] = (msg := compact(msg), src)
             up.put(key[0], key[1], msg)
         if prev is None or prev[1] != src:
             up.sources(key, src)
@@ -152,10 +157,12 @@ def sync_clusters(st: _State, up: _Update, snapshot: ConfigSnapshot, names_: set
         up.issues(new.issues, +1)
         st.clusters[name] = new
         if rec is None or new.cluster is not rec.cluster:
+            new.cluster = compact(new.cluster)
             up.put(types.CLUSTER, name, new.cluster)
         if rec is None or rec.sources != new.sources:
             up.sources((types.CLUSTER, name), new.sources)
         if new.endpoint is not None and (rec is None or new.endpoint is not rec.endpoint):
+            new.endpoint = compact(new.endpoint)
             up.put(types.ENDPOINT, name, new.endpoint)
         elif new.endpoint is None and rec is not None and rec.endpoint is not None:
             up.put(types.ENDPOINT, name, None)
