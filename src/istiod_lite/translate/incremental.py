@@ -207,6 +207,7 @@ class IncrementalTranslator:
             return st.result
         self._states[waypoint] = None  # a _Full raised below leaves no half-updated state behind
         st.dr_memo = {}
+        st.authz_memo = {}
         up = _Update(st, first=False)
         for key in changed:  # bound services: the new objects of changed services (same shape, see dirty())
             if key.kind in ("Service", "ServiceEntry"):

@@ -84,6 +84,7 @@ class _State:
     selectors: tuple[Issue, ...] = ()
     services_tuple: tuple[Service, ...] | None = None
     dr_memo: dict = field(default_factory=dict)  # DestinationRules lookups of the current snapshot
+    authz_memo: dict = field(default_factory=dict)  # translate/authz.py's per-translation memo, same lifetime
     out: dict[str, dict[str, object]] = field(default_factory=dict)
     fixed_sources: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     result: TranslateResult | None = None
@@ -147,6 +148,7 @@ def scratch(st: _State, snapshot: ConfigSnapshot) -> tuple[Waypoint, Destination
         st.services_tuple = tuple(st.services.values())
     wp = Waypoint(snapshot=snapshot, gateway=st.gateway, options=st.options, services=st.services_tuple)
     wp.__dict__[authz._ATTACHMENT_REPORTED] = True  # reported per policy by the state (`attach`)
+    wp.__dict__[authz._MEMO] = st.authz_memo  # equal policies (a root policy on every unit) built once per update
     return wp, DestinationRules(wp, report_selectors=False, shared=st.dr_memo)
 
 
