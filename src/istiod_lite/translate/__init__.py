@@ -16,8 +16,9 @@ resource map is built in name order. Reads like a table of contents:
                          rewrite_upstreams of in-mesh endpoints after endpoints)
 
 incremental.IncrementalTranslator gives the same result from per-service units, recomputing only what the
-snapshot's changed objects reach (the app's push loop uses it; this `translate()` is the reference it is tested
-against, and what it falls back to for HBONE / TCP waypoints).
+snapshot's changed objects reach, for HTTP, TCP and HBONE waypoints (the app's push loop uses it; this
+`translate()` is the reference it is tested against, and what it falls back to when a change alters which
+services, ports or VIPs a waypoint serves).
 """
 
 from __future__ import annotations
