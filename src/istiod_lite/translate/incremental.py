@@ -118,6 +118,10 @@ class IncrementalTranslator:
         if result is None:
             result = self._full(snapshot, waypoint)
             self.stats["full"] += 1
+        st = self._states.get(waypoint)
+        if st is not None:  # the lookups of this snapshot are done: do not keep them alive until the next change
+            st.dr_memo = {}
+            st.authz_memo = {}
         self._last[waypoint] = (snapshot, result)
         return result
 
