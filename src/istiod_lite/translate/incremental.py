@@ -12,7 +12,8 @@ Modules: incremental_state.py (units, clusters, per-waypoint state, copy-on-writ
 incremental_dirty.py (what a change reaches; when to fall back), incremental_units.py (building units and
 clusters with translate()'s own builders, cluster bookkeeping), incremental_hbone.py (HBONE layout, per-service
 HBONE routes, endpoint rewrite, TCP unit), incremental_output.py (route assembly, TranslateResult and its
-`changes`). This module: `IncrementalTranslator`, the full / incremental step.
+`changes`). A unit only AuthorizationPolicy changes reach keeps its routes and gets its RBAC configs re-encoded
+(incremental_units.rebuild_authz). This module: `IncrementalTranslator`, the full / incremental step.
 
 `IncrementalTranslator.translate(snapshot, waypoint)` returns the same TranslateResult as `translate()` would,
 byte for byte per resource (tests/test_incremental_equivalence.py checks it after every step of randomized
@@ -41,7 +42,7 @@ from istiod_lite.translate import incremental_hbone as ih
 from istiod_lite.translate import incremental_output as io
 from istiod_lite.translate.incremental_dirty import clusters_of_host, dirty
 from istiod_lite.translate.incremental_state import TCP_UNIT, _Full, _State, _Update, compact
-from istiod_lite.translate.incremental_units import build_unit, set_unit, sync_clusters
+from istiod_lite.translate.incremental_units import build_unit, rebuild_authz, set_unit, sync_clusters
 from istiod_lite.translate.options import TranslateOptions
 from istiod_lite.translate.waypoint import Waypoint, resolve, served_port
 from istiod_lite.xds import types
@@ -204,7 +205,8 @@ class IncrementalTranslator:
     # ---- the incremental step --------------------------------------------------------------------------
     def _update(self, st: _State, prev: ConfigSnapshot, snapshot: ConfigSnapshot, changed: frozenset[ConfigKey],
                 waypoint: ConfigKey) -> TranslateResult:
-        units, hosts, attach, selectors = dirty(st, prev, snapshot, changed, waypoint)
+        policy_only: set[str] = set()
+        units, hosts, attach, selectors = dirty(st, prev, snapshot, changed, waypoint, policy_only)
         if not (units or hosts or attach or selectors):
             st.snapshot = snapshot  # nothing this waypoint reads changed: the same result object
             assert st.result is not None
@@ -224,7 +226,12 @@ class IncrementalTranslator:
         scoped: list[tuple[int, str, bool, bool]] = []  # (port, hostname, vhost changed, sources changed)
         for key in sorted(units):
             old = st.units[key]
-            unit = ih.build_tcp_unit(st, snapshot) if key == TCP_UNIT else build_unit(st, snapshot, st.services[key])
+            if key in policy_only:  # only AuthorizationPolicies changed for it: its routes stay
+                unit = rebuild_authz(st, snapshot, old)
+            elif key == TCP_UNIT:
+                unit = ih.build_tcp_unit(st, snapshot)
+            else:
+                unit = build_unit(st, snapshot, st.services[key])
             if unit.vhosts.keys() != old.vhosts.keys():
                 raise _Full()
             for lp, vh in unit.vhosts.items():
@@ -237,7 +244,8 @@ class IncrementalTranslator:
                         scoped.append((lp, key, not same, src_changed))
                 elif not same:
                     route_ports.setdefault(lp, []).append(key)
-            touched |= old.refs.keys() | unit.refs.keys()
+            if unit.refs is not old.refs:  # (rebuild_authz keeps them: its clusters are unchanged)
+                touched |= old.refs.keys() | unit.refs.keys()
             set_unit(st, up, key, unit)
         if hosts:
             touched |= {n for n, r in st.clusters.items() if r.ref.service.hostname.lower() in hosts} \

@@ -4,7 +4,8 @@ keys `ConfigSnapshot.changed` names:
 - a unit (a bound service) reads its Service, the VirtualServices whose hosts match its hostname, the
   DestinationRules matching its hostname and its destinations' hostnames, the AuthorizationPolicies targeting
   its Service/ServiceEntry, the waypoint Gateway or its GatewayClass, and the services its routes resolve
-  (`dest_hosts`); its HBONE routes read the same;
+  (`dest_hosts`); its HBONE routes read the same; a unit only AuthorizationPolicies reach gets its RBAC configs
+  rebuilt alone (incremental_units.rebuild_authz);
 - the TCP pseudo unit reads every VirtualService with tcp rules or matching a bound service, and the hosts it
   resolved (incremental_hbone.py);
 - a cluster (and its ClusterLoadAssignment) reads its service and the DestinationRules matching its hostname;
@@ -26,13 +27,15 @@ from istiod_lite.translate.incremental_state import CONFIG_KINDS, SERVICE_KINDS,
 
 
 def dirty(st: _State, prev: ConfigSnapshot, snapshot: ConfigSnapshot, changed: frozenset[ConfigKey],
-          waypoint: ConfigKey) -> tuple[set[str], set[str], set[ConfigKey], bool]:
+          waypoint: ConfigKey, policy_only: set[str] | None = None) -> tuple[set[str], set[str], set[ConfigKey], bool]:
     """(unit keys to rebuild, lowercased hostnames whose clusters to rebuild, policies whose attachment issues
     to recompute, whether a DR with workloadSelector changed); raises _Full when the change is outside the
-    incremental model."""
+    incremental model. `policy_only`, when given, receives the unit keys that only AuthorizationPolicy changes
+    reach (their routes are unchanged: only their RBAC configs need rebuilding)."""
     if snapshot.gateway(waypoint) is not st.gateway:
         raise _Full()
     units: set[str] = set()
+    by_policy: set[str] = set()
     hosts: set[str] = set()
     attach: set[ConfigKey] = set()
     selectors = False
@@ -62,7 +65,7 @@ def dirty(st: _State, prev: ConfigSnapshot, snapshot: ConfigSnapshot, changed: f
                     hosts |= hosts_matching(st, resolve_short_name(str(cfg.spec.get("host", "")), cfg.namespace,
                                                                    suffix))
                 else:
-                    units |= units_for_policy(st, snapshot, cfg)
+                    by_policy |= units_for_policy(st, snapshot, cfg)
                     if cfg.namespace in st.near:
                         attach.add(key)
         else:
@@ -72,6 +75,9 @@ def dirty(st: _State, prev: ConfigSnapshot, snapshot: ConfigSnapshot, changed: f
         if h in st.by_lower:
             units.add(st.by_lower[h])
         units |= st.dest_index.get(h, set())
+    if policy_only is not None:
+        policy_only.update(by_policy - units)
+    units |= by_policy
     return units, hosts, attach, selectors
 
 

@@ -6,7 +6,8 @@ same functions `translate()` uses (hbone.py, tcp.py):
   VIP:port claims and their NoVIP / VIPConflict issues, and the ``main_internal`` listener assembled from one
   filter chain per claimed service port). A chain depends only on its service port, so VirtualService /
   DestinationRule / AuthorizationPolicy / endpoint changes never change main_internal.
-- `hbone_routes`, per unit: the RouteConfiguration of each of the service's chains (hbone.service_route).
+- `hbone_routes`, per unit: the RouteConfiguration of each of the service's chains (hbone.service_route);
+  `with_rbac` re-encodes only its RBAC configs (a policy-only change, incremental_units.rebuild_authz).
 - per inbound-vip cluster, incremental_units.build_cluster applies hbone.rewrite_upstream (in-mesh endpoints
   through connect_originate) when `st.hbone` is set.
 - `build_tcp_unit`: the waypoint's TCP listeners as one pseudo unit (tcp.build_listeners: which service a TCP
@@ -60,6 +61,19 @@ def hbone_routes(st: _State, wp: Waypoint, drs: DestinationRules, svc: Service, 
             refs.setdefault(ref.name, ref)
             dests.add(ref.service.hostname.lower())
     return out
+
+
+def with_rbac(cfg, authz_part: bytes):
+    """A copy of a service's RouteConfiguration (hbone.service_route: one virtual host) whose virtual host's
+    typed_per_filter_config is replaced by `authz_part` (routes.virtual_host_authz_bytes' encoded entries): the
+    message `service_route` builds once only AuthorizationPolicies changed."""
+    new = type(cfg)()
+    new.CopyFrom(cfg)
+    vh = new.virtual_hosts[0]
+    vh.ClearField("typed_per_filter_config")
+    if authz_part:
+        vh.MergeFromString(authz_part)
+    return new
 
 
 def has_tcp_listeners(st: _State) -> bool:

@@ -144,12 +144,18 @@ def shape(s: Service) -> tuple:
 
 def scratch(st: _State, snapshot: ConfigSnapshot) -> tuple[Waypoint, DestinationRules]:
     """A Waypoint + DestinationRules to build one unit or cluster with (issues collected per unit)."""
+    wp = scratch_wp(st, snapshot)
+    return wp, DestinationRules(wp, report_selectors=False, shared=st.dr_memo)
+
+
+def scratch_wp(st: _State, snapshot: ConfigSnapshot) -> Waypoint:
+    """`scratch` without DestinationRules (a unit's RBAC configs read none)."""
     if st.services_tuple is None:
         st.services_tuple = tuple(st.services.values())
     wp = Waypoint(snapshot=snapshot, gateway=st.gateway, options=st.options, services=st.services_tuple)
     wp.__dict__[authz._ATTACHMENT_REPORTED] = True  # reported per policy by the state (`attach`)
     wp.__dict__[authz._MEMO] = st.authz_memo  # equal policies (a root policy on every unit) built once per update
-    return wp, DestinationRules(wp, report_selectors=False, shared=st.dr_memo)
+    return wp
 
 
 def sorted_text(keys: Iterable[ConfigKey]) -> tuple[str, ...]:

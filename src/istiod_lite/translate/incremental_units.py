@@ -3,6 +3,9 @@
 - `build_unit`: one bound service's virtual hosts on the HTTP listeners, its HBONE RouteConfigurations
   (incremental_hbone.py), the cluster refs they use, the destination hosts it looked up, its issues; the same
   builder calls `translate()` makes (routes.virtual_host, clusters.inbound_refs' rule, hbone.service_route);
+- `rebuild_authz`: a unit that only AuthorizationPolicy changes reach: the same unit with its RBAC configs
+  (virtual hosts' typed_per_filter_config, in the HTTP virtual hosts' bytes and the HBONE RouteConfigurations)
+  re-encoded, its policy sources and policy issues replaced; routes, refs and destinations kept;
 - `set_unit`: install a unit in the state (cluster users, destination index, route source counters, issues);
 - `emit_extra`: patch the resources a unit owns alone (HBONE routes, TCP listeners) against its previous unit;
 - `sync_clusters`: bring clusters (and their ClusterLoadAssignments) in line with the units' refs, rebuilding
@@ -20,7 +23,7 @@ from istiod_lite.translate import incremental_hbone as ih
 from istiod_lite.translate.destinations import ClusterRef, inbound_ref
 from istiod_lite.translate.incremental_dirty import destination_hosts
 from istiod_lite.translate.incremental_state import (_Cluster, _Full, _State, _Unit, _Update, compact, scratch,
-                                                     sorted_text)
+                                                     scratch_wp, sorted_text)
 from istiod_lite.translate.waypoint import http_ports, served_port
 from istiod_lite.xds import types
 
@@ -57,6 +60,48 @@ def build_unit(st: _State, snapshot: ConfigSnapshot, svc: Service) -> _Unit:
     for vs in snapshot.virtual_services_for_host(svc.hostname):
         dests.update(destination_hosts(vs, snapshot.domain_suffix))
     return _Unit(svc, vhosts, sources, refs, frozenset(dests), tuple(wp.issues), extra, inbound)
+
+
+_POLICY = "AuthorizationPolicy"
+_POLICY_TEXT = _POLICY + "/"  # str(ConfigKey) of a policy
+
+
+def rebuild_authz(st: _State, snapshot: ConfigSnapshot, old: _Unit) -> _Unit:
+    """What `build_unit` gives for `old`'s service when only AuthorizationPolicies changed since `old` was built
+    (incremental_dirty.dirty's `policy_only`): a virtual host is its route part (routes.virtual_host_route_bytes,
+    which reads no policy: kept, bytes and all) followed by its RBAC part (routes.virtual_host_authz_bytes:
+    re-encoded). A unit's policy sources are exactly its AuthorizationPolicy keys (routes add no other policy
+    key) and its policy issues exactly its issues keyed to an AuthorizationPolicy (authz.py keys every issue it
+    reports to its policy; attachment issues are the state's, not the unit's), so both are swapped as a whole.
+    Refs, destinations and inbound clusters do not depend on policies: the same objects."""
+    assert old.service is not None
+    svc = st.services[old.service.hostname]  # (its Service did not change, or the unit would not be policy-only)
+    ports = {names.inbound_vip_cluster(p.number, svc.hostname): p for p in (st.hbone or {}).get(svc.hostname, ())}
+    if any(key[1] not in ports for key in old.extra):  # (never: a service unit's own resources are its HBONE
+        return build_unit(st, snapshot, svc)          # routes, one per claimed port)
+    wp = scratch_wp(st, snapshot)
+    rr = routes.RouteResult(_NO_CONFIG)
+    vhosts: dict[int, tuple[str, bytes]] = {}
+    sources: dict = {}
+    for lp, (name, vh) in old.vhosts.items():
+        port = served_port(svc, lp)
+        assert port is not None
+        rr.sources = set()
+        tail = routes.virtual_host_authz_bytes(wp, svc, port, rr)
+        at = routes.authz_offset(vh)
+        vhosts[lp] = (name, vh if vh[at:] == tail else vh[:at] + tail)
+        sources[lp] = frozenset(k for k in old.sources[lp] if k.kind != _POLICY) | rr.sources
+    extra = old.extra
+    if extra:
+        extra = {}
+        for key, (msg, src) in old.extra.items():
+            port = ports[key[1]]
+            rr.sources = set()
+            tail = routes.virtual_host_authz_bytes(wp, svc, port, rr, peer_identity=hbone.FILTER_STATE)
+            extra[key] = (ih.with_rbac(msg, tail),
+                          tuple(sorted([s for s in src if not s.startswith(_POLICY_TEXT)] + [str(k) for k in rr.sources])))
+    issues = tuple(i for i in old.issues if i.key is None or i.key.kind != _POLICY) + tuple(wp.issues)
+    return _Unit(svc, vhosts, sources, old.refs, old.dest_hosts, issues, extra, old.inbound)
 
 
 def build_cluster(st: _State, snapshot: ConfigSnapshot, ref: ClusterRef, inbound: bool) -> _Cluster:

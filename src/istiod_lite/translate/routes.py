@@ -177,7 +177,18 @@ def virtual_host(wp: Waypoint, drs: DestinationRules, svc: Service, port: Servic
 def virtual_host_bytes(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServicePort, domain_list: list[str],
                        result: RouteResult, listener_port: int = 0, *, peer_identity: str = "tls") -> bytes:
     """`virtual_host`, serialized (wire fragments, no message built: translate() parses whole route
-    configurations once, route_scopes.with_vhost_bytes)."""
+    configurations once, route_scopes.with_vhost_bytes). Its fields in number order: name (1), domains (2),
+    routes (3) from `virtual_host_route_bytes`, then typed_per_filter_config (15) from
+    `virtual_host_authz_bytes`; `authz_offset` finds where the latter starts (the incremental translator
+    re-encodes only that part when only AuthorizationPolicies changed)."""
+    return virtual_host_route_bytes(wp, drs, svc, port, domain_list, result, listener_port) + \
+        virtual_host_authz_bytes(wp, svc, port, result, peer_identity=peer_identity)
+
+
+def virtual_host_route_bytes(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServicePort,
+                             domain_list: list[str], result: RouteResult, listener_port: int = 0) -> bytes:
+    """The virtual host's fields before typed_per_filter_config (name, domains, routes); adds the service, its
+    VirtualServices and the route refs to `result`. Reads no AuthorizationPolicy."""
     parts = [wire.string(_VH_NAME, names.virtual_host_name(svc.hostname, port.number))]
     parts += [wire.string(_VH_DOMAINS, d) for d in domain_list]
     result.sources.add(svc.key)
@@ -197,12 +208,67 @@ def virtual_host_bytes(wp: Waypoint, drs: DestinationRules, svc: Service, port: 
         parts.append(wire.ld(_VH_ROUTES, wire.string(_ROUTE_NAME, names.DEFAULT_ROUTE)
                              + wire.ld(_ROUTE_MATCH, _MATCH_ALL) + action.route_bytes()))
         result.refs.extend(action.refs)
+    return b"".join(parts)
+
+
+def virtual_host_authz_bytes(wp: Waypoint, svc: Service, port: ServicePort, result: RouteResult, *,
+                             peer_identity: str = "tls") -> bytes:
+    """The virtual host's typed_per_filter_config entries (field 15, the RBAC per-route configs of authz.py; empty
+    when no policy applies); adds the attached policies' keys to `result.sources`. Reads only the service, the
+    port and the AuthorizationPolicies."""
     result.sources.update(authz.policy_keys(wp, svc))
     authz_configs = authz.virtual_host_config_bytes(wp, svc, port.number, peer_identity=peer_identity)
-    for name in sorted(authz_configs):  # map<string, Any> entries: key (1), value (2) = Any{type_url, value}
-        parts.append(wire.ld(_VH_FILTER_CONFIG, wire.string(1, name)
-                             + wire.ld(2, _RBAC_TYPE + wire.ld(2, authz_configs[name]))))
-    return b"".join(parts)
+    if not authz_configs:
+        return b""
+    names_ = sorted(authz_configs)
+    memo = authz._memo(wp)  # equal configs (the same memoised bytes: a root policy on every service) encoded once
+    key = ("vh authz", *[(n, id(authz_configs[n])) for n in names_])
+    hit = memo.get(key)
+    if hit is None:  # map<string, Any> entries: key (1), value (2) = Any{type_url, value}
+        hit = memo[key] = (b"".join(wire.ld(_VH_FILTER_CONFIG, wire.string(1, n)
+                                            + wire.ld(2, _RBAC_TYPE + wire.ld(2, authz_configs[n]))) for n in names_),
+                           [authz_configs[n] for n in names_])  # keeps the keyed bytes alive (ids stay theirs)
+    return hit[0]
+
+
+def authz_offset(vh: bytes) -> int:
+    """Where `virtual_host_authz_bytes`' part starts in `vh` (a `virtual_host_bytes` result): the offset of the
+    first top-level field 15, or len(vh). Walks the top-level fields only (name, domains, routes)."""
+    i, n = 0, len(vh)
+    while i < n:
+        start = i
+        key = 0
+        shift = 0
+        while True:  # tag varint
+            b = vh[i]
+            i += 1
+            key |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                break
+        if key >> 3 == _VH_FILTER_CONFIG:
+            return start
+        wt = key & 7
+        if wt == 2:
+            length = 0
+            shift = 0
+            while True:
+                b = vh[i]
+                i += 1
+                length |= (b & 0x7F) << shift
+                shift += 7
+                if b < 0x80:
+                    break
+            i += length
+        elif wt == 0:
+            while vh[i] >= 0x80:
+                i += 1
+            i += 1
+        elif wt in (1, 5):
+            i += 8 if wt == 1 else 4
+        else:
+            raise ValueError(f"unexpected wire type {wt} in a virtual host")
+    return n
 
 
 @dataclass
