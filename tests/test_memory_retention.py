@@ -18,48 +18,15 @@ from istiod_lite.translate import translate
 from istiod_lite.translate.incremental import IncrementalTranslator
 from istiod_lite.translate.incremental_state import compact
 from istiod_lite.xds import types
+from testsupport.manifests import BOTH_LISTENERS, HBONE_LISTENERS, HTTP_LISTENERS, hbone_echo_input
 from istiod_lite.xds.cache import SnapshotCache
 from istiod_lite.xds.server import NackInfo
 
 WP = ConfigKey("Gateway", "default", "waypoint")
 
 
-def _input(listeners: str, ns_labels: str = "istio.io/dataplane-mode: ambient", annotations: str = "{}") -> str:
-    return f"""
-apiVersion: v1
-kind: Namespace
-metadata: {{name: default, labels: {{istio.io/use-waypoint: waypoint, {ns_labels}}}}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: waypoint, namespace: default, annotations: {annotations}}}
-spec:
-  gatewayClassName: istiod-lite-waypoint
-  listeners: {listeners}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: echo, namespace: default}}
-spec:
-  hosts: [echo.example.com]
-  addresses: [240.240.0.5]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints: [{{address: 10.1.0.5}}]
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {{name: only-client, namespace: default}}
-spec:
-  targetRefs: [{{kind: ServiceEntry, group: networking.istio.io, name: echo}}]
-  rules: [{{from: [{{source: {{principals: [cluster.local/ns/default/sa/client]}}}}]}}]
-"""
-
-
-HBONE = "[{name: mesh, port: 15008, protocol: HBONE}]"
-HTTP = "[{name: http, port: 8080, protocol: HTTP}]"
-BOTH = "[{name: mesh, port: 15008, protocol: HBONE}, {name: http, port: 8080, protocol: HTTP}]"
+_input = hbone_echo_input
+HBONE, HTTP, BOTH = HBONE_LISTENERS, HTTP_LISTENERS, BOTH_LISTENERS
 
 
 def test_incremental_state_keeps_virtual_hosts_as_bytes_and_results_equal_translate() -> None:

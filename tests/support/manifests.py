@@ -162,3 +162,43 @@ spec:
   gatewayClassName: istio-waypoint
   listeners: [{name: http, port: 8080, protocol: HTTP}]
 """
+
+
+def hbone_echo_input(listeners: str, ns_labels: str = "istio.io/dataplane-mode: ambient", annotations: str = "{}") -> str:
+    """A waypoint `default/waypoint` with `listeners`, a mesh ServiceEntry `echo.example.com` (VIP 240.240.0.5,
+    endpoint 10.1.0.5) and a policy allowing only `sa/client` on it: the HBONE translator tests' input."""
+    return f"""
+apiVersion: v1
+kind: Namespace
+metadata: {{name: default, labels: {{istio.io/use-waypoint: waypoint, {ns_labels}}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: waypoint, namespace: default, annotations: {annotations}}}
+spec:
+  gatewayClassName: istiod-lite-waypoint
+  listeners: {listeners}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: echo, namespace: default}}
+spec:
+  hosts: [echo.example.com]
+  addresses: [240.240.0.5]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 10.1.0.5}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: only-client, namespace: default}}
+spec:
+  targetRefs: [{{kind: ServiceEntry, group: networking.istio.io, name: echo}}]
+  rules: [{{from: [{{source: {{principals: [cluster.local/ns/default/sa/client]}}}}]}}]
+"""
+
+
+HBONE_LISTENERS = "[{name: mesh, port: 15008, protocol: HBONE}]"
+HTTP_LISTENERS = "[{name: http, port: 8080, protocol: HTTP}]"
+BOTH_LISTENERS = "[{name: mesh, port: 15008, protocol: HBONE}, {name: http, port: 8080, protocol: HTTP}]"
