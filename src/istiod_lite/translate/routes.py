@@ -237,33 +237,15 @@ def authz_offset(vh: bytes) -> int:
     i, n = 0, len(vh)
     while i < n:
         start = i
-        key = 0
-        shift = 0
-        while True:  # tag varint
-            b = vh[i]
-            i += 1
-            key |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                break
+        key, i = wire.read_varint(vh, i)
         if key >> 3 == _VH_FILTER_CONFIG:
             return start
         wt = key & 7
         if wt == 2:
-            length = 0
-            shift = 0
-            while True:
-                b = vh[i]
-                i += 1
-                length |= (b & 0x7F) << shift
-                shift += 7
-                if b < 0x80:
-                    break
+            length, i = wire.read_varint(vh, i)
             i += length
         elif wt == 0:
-            while vh[i] >= 0x80:
-                i += 1
-            i += 1
+            _, i = wire.read_varint(vh, i)
         elif wt in (1, 5):
             i += 8 if wt == 1 else 4
         else:

@@ -48,3 +48,15 @@ def string(field: int, text: str) -> bytes:
 def uint(field: int, value: int) -> bytes:
     """A varint field (omitted by the caller when it is a proto3 default 0)."""
     return varint(field << 3) + varint(value)
+
+
+def read_varint(buf: bytes, i: int) -> tuple[int, int]:
+    """Decode the varint starting at `buf[i]`: (value, the offset after it)."""
+    value = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return value, i
