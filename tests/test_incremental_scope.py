@@ -66,7 +66,7 @@ def test_a_change_in_waypoint_a_leaves_b_untouched_and_reuses_unchanged_messages
     assert all(new[types.CLUSTER][n] is old[types.CLUSTER][n] for n in old[types.CLUSTER])
     assert all(new[types.ENDPOINT][n] is old[types.ENDPOINT][n] for n in old[types.ENDPOINT])
     assert new[types.LISTENER] is old[types.LISTENER]
-    weights = [c.weight.value for c in next(v for v in new[types.ROUTE]["http.8080/s2.a.example"].virtual_hosts
+    weights = [c.weight.value for c in next(v for v in new[types.ROUTE]["http.8080/s2.a.example"].message.virtual_hosts
                                             if v.name == "s2.a.example:80").routes[0].route.weighted_clusters.clusters]
     assert weights == [50, 50]
     full = translate(snap2, a)
@@ -86,7 +86,7 @@ def test_a_destination_rule_change_rebuilds_only_that_services_clusters() -> Non
     changed = sorted(n for n in old if new[n] is not old[n])
     assert changed == ["inbound-vip|80|http/v1|s3.a.example", "inbound-vip|80|http/v2|s3.a.example",
                        "inbound-vip|80|http|s3.a.example"]
-    assert all(new[n].circuit_breakers.thresholds[0].max_connections.value == 5 for n in changed)
+    assert all(new[n].message.circuit_breakers.thresholds[0].max_connections.value == 5 for n in changed)
     assert all(ra2.resources.resources[types.ROUTE][n] is m for n, m in ra.resources.resources[types.ROUTE].items())
 
 
@@ -159,7 +159,7 @@ def test_hbone_endpoint_change_rebuilds_that_services_clusters_through_connect_o
     old, new = r0.resources.resources, r1.resources.resources
     changed = sorted(n for n in old[types.ENDPOINT] if new[types.ENDPOINT][n] is not old[types.ENDPOINT][n])
     assert changed == ["inbound-vip|80|http/v1|s3.a.example", "inbound-vip|80|http|s3.a.example"]
-    cla = new[types.ENDPOINT]["inbound-vip|80|http|s3.a.example"]
+    cla = new[types.ENDPOINT]["inbound-vip|80|http|s3.a.example"].message  # an Encoded: parsed on demand
     addresses = [lb.endpoint.address for g in cla.endpoints for lb in g.lb_endpoints]
     assert {x.envoy_internal_address.endpoint_id for x in addresses} == {"10.0.0.9:80", "10.0.0.2:80"}
     assert all(x.envoy_internal_address.server_listener_name == "connect_originate" for x in addresses)

@@ -327,7 +327,8 @@ class App:
                                       "waypoints": sorted(self.resources)}, 404)
             out[name] = {
                 xds_types.SHORT_NAMES.get(t, t): [
-                    json_format.MessageToDict(rs.resources[t][n], preserving_proto_field_name=True)
+                    json_format.MessageToDict(xds_types.as_message(rs.resources[t][n]),
+                                              preserving_proto_field_name=True)
                     for n in sorted(rs.resources[t])
                 ]
                 for t in xds_types.PUSH_ORDER if t in rs.resources

@@ -14,17 +14,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping
 
-from google.protobuf.message import Message
 
 from istiod_lite.model.meta import ConfigKey, Issue, error
 from istiod_lite.xds.server import NackInfo
-from istiod_lite.xds.types import SHORT_NAMES
+from istiod_lite.xds.types import SHORT_NAMES, Resource
 
 REASON = "RejectedByEnvoy"
 _HISTORY = 4  # versions of each resource remembered between the push and its ACK
 _MAX_ERROR = 2000  # Envoy's error text can embed whole resources: keep the report readable
 
-ResourceMap = Mapping[str, Mapping[str, Message]]  # type URL -> name -> message
+ResourceMap = Mapping[str, Mapping[str, Resource]]  # type URL -> name -> message or Encoded (xds/types.py)
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class Pin:
     type_url: str
     name: str
     rejected_version: str
-    good: Message | None  # last ACKed message; None: Envoy never accepted this resource (left out)
+    good: Resource | None  # last ACKed message (or Encoded); None: Envoy never accepted this resource (left out)
     good_version: str | None
     sources: tuple[str, ...]  # input objects ("Kind/ns/name") that produced the resource
     error: str
@@ -67,8 +66,8 @@ class RejectionTracker:
         # last: `versions` is the cache's immutable TypeResources (or a name -> version mapping), `messages` the
         # name -> message mapping served with it. References only: no per-resource copies (a 15,000-cluster
         # waypoint used to cost a dict per resource here).
-        self._sent: dict[str, dict[str, list[tuple[Mapping[str, Any], Mapping[str, Message]]]]] = {}
-        self._good: dict[str, dict[tuple[str, str], tuple[str, Message]]] = {}
+        self._sent: dict[str, dict[str, list[tuple[Mapping[str, Any], Mapping[str, Resource]]]]] = {}
+        self._good: dict[str, dict[tuple[str, str], tuple[str, Resource]]] = {}
         self._sources: dict[str, Mapping[tuple[str, str], tuple[str, ...]]] = {}
         self._applied: dict[str, frozenset[tuple[str, str]]] = {}  # group -> (type, name) pinned by the last apply
         self._touched: dict[str, frozenset[tuple[str, str]]] = {}
@@ -152,7 +151,7 @@ class RejectionTracker:
             self._applied.pop(group, None)
         if not pins:
             return resources
-        by_type: dict[str, dict[str, Message | None]] = {}
+        by_type: dict[str, dict[str, Resource | None]] = {}
         for pin in pins:
             by_type.setdefault(pin.type_url, {})[pin.name] = pin.good
         out = dict(resources)
@@ -183,11 +182,11 @@ class RejectionTracker:
 class _Overlay(Mapping):
     """A read-only view of `base` with `overrides` (name -> message, or None: left out) applied."""
 
-    def __init__(self, base: Mapping[str, Message], overrides: Mapping[str, Message | None]) -> None:
+    def __init__(self, base: Mapping[str, Resource], overrides: Mapping[str, Resource | None]) -> None:
         self._base = base
         self._over = overrides
 
-    def __getitem__(self, name: str) -> Message:
+    def __getitem__(self, name: str) -> Resource:
         if name in self._over:
             value = self._over[name]
             if value is None:

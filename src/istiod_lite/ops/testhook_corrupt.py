@@ -16,7 +16,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_pb2
 from google.protobuf.message import Message
 
-from istiod_lite.xds.types import CLUSTER, ROUTE
+from istiod_lite.xds.types import CLUSTER, ROUTE, as_message
 
 log = logging.getLogger(__name__)
 ENV = "ISTIOD_LITE_TEST_CORRUPT_FILE"
@@ -44,7 +44,8 @@ class CorruptHook:
 
 
 def corrupt(type_url: str, message: Message) -> Message:
-    """A copy Envoy rejects at apply time (not a proto-constraint failure)."""
+    """A copy Envoy rejects at apply time (not a proto-constraint failure). `message` may be an Encoded."""
+    message = as_message(message)
     if type_url == CLUSTER:
         c = cluster_pb2.Cluster()
         c.CopyFrom(message)

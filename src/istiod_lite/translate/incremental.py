@@ -1,10 +1,11 @@
 """Incremental translation: keep, per waypoint, what the last translation built per *unit* (one bound service:
 its virtual hosts on the HTTP listeners, its HBONE RouteConfigurations, the cluster refs they use, the issues it
 raised; the waypoint's TCP listeners form one more unit) and per cluster, and on the next snapshot recompute only
-the units and clusters that read a changed object. Unchanged resources keep their very Message objects, so the
-xds cache skips them. Memory: the state keeps virtual hosts as bytes, and every message it keeps (results,
-clusters, a unit's own resources) was parsed into an arena of its own (incremental_state.compact), never one
-fused with the builders' templates or other resources. The waypoint-level parts (listeners, domain assignment, Scoped RDS plans, HBONE VIP claims
+the units and clusters that read a changed object. Memory: the state and the results keep no Envoy messages,
+only bytes: virtual hosts as their serialization, and every resource (results, clusters, a unit's own
+resources) as an `xds.types.Encoded` (its Any bytes, serialized once when built: the xds cache serves that very
+bytes object; `.message` parses on demand). Unchanged resources keep their very Encoded objects, so the xds
+cache skips them. The waypoint-level parts (listeners, domain assignment, Scoped RDS plans, HBONE VIP claims
 and the main_internal listener, fixed HBONE resources) are built at a full translation and depend only on the
 Gateway, the options and the bound services' shape; a change of those falls back to a full translation.
 
@@ -16,7 +17,7 @@ HBONE routes, endpoint rewrite, TCP unit), incremental_output.py (route assembly
 (incremental_units.rebuild_authz). This module: `IncrementalTranslator`, the full / incremental step.
 
 `IncrementalTranslator.translate(snapshot, waypoint)` returns the same TranslateResult as `translate()` would,
-byte for byte per resource (tests/test_incremental_equivalence.py checks it after every step of randomized
+byte for byte per resource (Encoded values where translate() has messages) (tests/test_incremental_equivalence.py checks it after every step of randomized
 change sequences, plain HTTP, HBONE and TCP waypoints); its `changes` names the resources that may differ from the
 previous result of the waypoint (None after a full translation), so the app hands the xds cache O(changed) work.
 `affected(snapshot)` says which waypoints a snapshot can change at all, so the app never translates (or pushes) a
@@ -41,7 +42,7 @@ from istiod_lite.translate import TranslateResult, authz_attach, domains, listen
 from istiod_lite.translate import incremental_hbone as ih
 from istiod_lite.translate import incremental_output as io
 from istiod_lite.translate.incremental_dirty import clusters_of_host, dirty
-from istiod_lite.translate.incremental_state import TCP_UNIT, _Full, _State, _Update, compact
+from istiod_lite.translate.incremental_state import TCP_UNIT, _Full, _State, _Update
 from istiod_lite.translate.incremental_units import build_unit, rebuild_authz, set_unit, sync_clusters
 from istiod_lite.translate.options import TranslateOptions
 from istiod_lite.translate.waypoint import Waypoint, resolve, served_port
@@ -130,11 +131,11 @@ class IncrementalTranslator:
         self._states[waypoint] = None
         wp, _ = resolve(snapshot, waypoint, self.options)
         if wp is None:
-            return translate(snapshot, waypoint, self.options)
+            return _encoded(translate(snapshot, waypoint, self.options))
         try:
             st = self._initial_state(snapshot, wp)
         except _Full:
-            return translate(snapshot, waypoint, self.options)
+            return _encoded(translate(snapshot, waypoint, self.options))
         self._states[waypoint] = st
         assert st.result is not None
         return st.result
@@ -161,7 +162,7 @@ class IncrementalTranslator:
                     st.shared_of[lp].setdefault(plan.vh_host[v], []).append(name)
         up = _Update(st, first=True)
         for gl in gls:
-            lst = compact(listeners.build_listener(wp, gl, gl.port in plans))
+            lst = listeners.build_listener(wp, gl, gl.port in plans)
             up.put(types.LISTENER, lst.name, lst)
             up.sources((types.LISTENER, lst.name), (str(wp.key),))
         ih.hbone_layout(st, up, wp)  # HBONE listener: fixed resources, VIP claims, main_internal
@@ -273,3 +274,11 @@ class IncrementalTranslator:
         st.result = io.result(st, up, snapshot)
         self._states[waypoint] = st
         return st.result
+
+
+def _encoded(result: TranslateResult) -> TranslateResult:
+    """`translate()`'s result with every message serialized into an Encoded (what this translator's results hold
+    and keep: bytes, no messages)."""
+    rs = result.resources
+    out = {t: {n: types.encode(t, m, n) for n, m in by_name.items()} for t, by_name in rs.resources.items()}
+    return TranslateResult(types.ResourceSet(out, rs.sources), result.issues, result.changes)

@@ -23,9 +23,10 @@ from istiod_lite.translate import hbone, tcp
 from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.destinations import ClusterRef
 from istiod_lite.translate.incremental_dirty import destination_hosts
-from istiod_lite.translate.incremental_state import _State, _Unit, _Update, compact, scratch, sorted_text
+from istiod_lite.translate.incremental_state import _State, _Unit, _Update, scratch, sorted_text
 from istiod_lite.translate.waypoint import Waypoint
 from istiod_lite.xds import types
+from istiod_lite.xds.types import Encoded
 
 
 def hbone_layout(st: _State, up: _Update, wp: Waypoint) -> None:
@@ -36,14 +37,14 @@ def hbone_layout(st: _State, up: _Update, wp: Waypoint) -> None:
         return
     key = (str(wp.key),)
     for type_url, msg in hbone.fixed_resources(wp, gl):
-        up.put(type_url, msg.name, compact(msg))
+        up.put(type_url, msg.name, msg)
         up.sources((type_url, msg.name), key)
     table, claimed = hbone.claim_vips(wp)
     ports: dict[str, list] = {}
     for svc, port in claimed:
         ports.setdefault(svc.hostname, []).append(port)
     st.hbone = {h: tuple(p) for h, p in ports.items()}
-    lst = compact(hbone.main_internal_listener([hbone.service_chain(s, p) for s, p in claimed], table))
+    lst = hbone.main_internal_listener([hbone.service_chain(s, p) for s, p in claimed], table)
     up.put(types.LISTENER, lst.name, lst)
     up.sources((types.LISTENER, lst.name), sorted_text({wp.key} | {s.key for s, _ in claimed}))
 
@@ -66,9 +67,12 @@ def hbone_routes(st: _State, wp: Waypoint, drs: DestinationRules, svc: Service, 
 def with_rbac(cfg, authz_part: bytes):
     """A copy of a service's RouteConfiguration (hbone.service_route: one virtual host) whose virtual host's
     typed_per_filter_config is replaced by `authz_part` (routes.virtual_host_authz_bytes' encoded entries): the
-    message `service_route` builds once only AuthorizationPolicies changed."""
-    new = type(cfg)()
-    new.CopyFrom(cfg)
+    message `service_route` builds once only AuthorizationPolicies changed. `cfg`: a message or its Encoded."""
+    if isinstance(cfg, Encoded):
+        new = cfg.message  # a fresh parse: ours to change
+    else:
+        new = type(cfg)()
+        new.CopyFrom(cfg)
     vh = new.virtual_hosts[0]
     vh.ClearField("typed_per_filter_config")
     if authz_part:

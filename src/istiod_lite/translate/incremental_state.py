@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, TypeVar
+from typing import Iterable, Iterator, TypeVar
 
 from istiod_lite.model.gateway import Gateway
 from istiod_lite.model.meta import ConfigKey, Issue
@@ -21,6 +21,7 @@ from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.destinations import ClusterRef
 from istiod_lite.translate.options import TranslateOptions
 from istiod_lite.translate.waypoint import Waypoint
+from istiod_lite.xds.types import Encoded, encode
 
 SERVICE_KINDS = frozenset({"Service", "ServiceEntry"})
 CONFIG_KINDS = frozenset({"VirtualService", "DestinationRule", "AuthorizationPolicy"})
@@ -30,6 +31,57 @@ M = TypeVar("M")
 
 class _Full(Exception):
     """This change needs a full translation of the waypoint (internal control flow)."""
+
+
+class KeyIndex:
+    """name -> the unit keys that use it (cluster users, destination hosts). A name with one unit key (most of
+    them) stores the bare key, not a set (~200 bytes each: ~4 MB at 5,000 services x 3 clusters). `get` returns
+    a set the caller must not change; a name whose last key is discarded is dropped."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self) -> None:
+        self._d: dict[str, str | set[str]] = {}
+
+    def get(self, name: str, default: set[str] | None = None) -> set[str] | None:
+        v = self._d.get(name)
+        if v is None:
+            return default
+        return {v} if isinstance(v, str) else v
+
+    def add(self, name: str, key: str) -> None:
+        v = self._d.get(name)
+        if v is None:
+            self._d[name] = key
+        elif isinstance(v, str):
+            if v != key:
+                self._d[name] = {v, key}
+        else:
+            v.add(key)
+
+    def discard(self, name: str, key: str) -> None:
+        v = self._d.get(name)
+        if v is None:
+            return
+        if isinstance(v, str):
+            if v == key:
+                del self._d[name]
+            return
+        v.discard(key)
+        if len(v) == 1:
+            self._d[name] = next(iter(v))
+
+    def pop(self, name: str, default: object = None) -> object:
+        return self._d.pop(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._d
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
 
 
 @dataclass(slots=True)
@@ -42,8 +94,8 @@ class _Unit:
     refs: dict[str, ClusterRef]  # cluster name -> first ref (inbound refs, then route refs)
     dest_hosts: frozenset[str]
     issues: tuple[Issue, ...]
-    # resources the unit owns alone (HBONE RouteConfigurations, TCP listeners): (type URL, name) -> (message,
-    # sources)
+    # resources the unit owns alone (HBONE RouteConfigurations, TCP listeners): (type URL, name) -> (resource,
+    # sources); the builders hand messages, incremental_units.emit_extra replaces them with their Encoded
     extra: dict[tuple[str, str], tuple[object, tuple[str, ...]]] = field(default_factory=dict)
     inbound: frozenset[str] = frozenset()  # names of the service's inbound-vip clusters (clusters.inbound_refs)
 
@@ -51,8 +103,8 @@ class _Unit:
 @dataclass(slots=True)
 class _Cluster:
     ref: ClusterRef
-    cluster: object
-    endpoint: object | None
+    cluster: Encoded
+    endpoint: Encoded | None
     sources: tuple[str, ...]
     eds_sources: tuple[str, ...] | None
     issues: tuple[Issue, ...]
@@ -74,8 +126,8 @@ class _State:
     attach: dict[ConfigKey, tuple[Issue, ...]] | None = None  # attachment issues per near policy
     units: dict[str, _Unit] = field(default_factory=dict)
     clusters: dict[str, _Cluster] = field(default_factory=dict)
-    users: dict[str, set[str]] = field(default_factory=dict)  # cluster name -> unit keys
-    dest_index: dict[str, set[str]] = field(default_factory=dict)  # destination hostname -> unit keys
+    users: KeyIndex = field(default_factory=lambda: KeyIndex())  # cluster name -> unit keys
+    dest_index: KeyIndex = field(default_factory=lambda: KeyIndex())  # destination hostname -> unit keys
     plans: dict[int, route_scopes.ScopePlan] = field(default_factory=dict)  # Scoped RDS listener ports
     shared_of: dict[int, dict[str, list[str]]] = field(default_factory=dict)  # port -> hostname -> shared configs
     route_sources: dict[int, Counter] = field(default_factory=dict)
@@ -115,9 +167,13 @@ class _Update:
             if counts[i] <= 0:
                 del counts[i]
 
-    def put(self, type_url: str, name: str, msg: object | None) -> None:
-        """`msg` goes into the result as is: callers hand fresh (compact()-ed or parsed) messages."""
-        self.patches.setdefault(type_url, {})[name] = msg
+    def put(self, type_url: str, name: str, msg: object | None) -> Encoded | None:
+        """Patch resource `name` (None: remove it). A message is serialized once into an `Encoded` (xds/types.py),
+        which goes into the result and is returned for the caller to keep: the state and the results keep bytes,
+        never messages. An Encoded is put as is."""
+        enc = None if msg is None else encode(type_url, msg, name)
+        self.patches.setdefault(type_url, {})[name] = enc
+        return enc
 
     def sources(self, key: tuple[str, str], value: tuple[str, ...] | None) -> None:
         if "fixed" not in self.copied:
@@ -131,9 +187,9 @@ class _Update:
 
 def compact(msg: M) -> M:
     """A copy of `msg` in an arena of its own. upb fuses arenas when a sub-message is copied or merged into
-    another message, so a message built from shared templates or other messages can pin all of them; a kept
-    message (result, state) is re-parsed once so that it holds only its own bytes (bench/memory.py: ~40% less
-    memory per retained resource)."""
+    another message, so a message built from shared templates or other messages can pin all of them. (The
+    state and results keep no messages at all since they keep `Encoded` bytes; this is for callers that must
+    keep a message.)"""
     return type(msg).FromString(msg.SerializeToString())  # type: ignore[attr-defined]
 
 

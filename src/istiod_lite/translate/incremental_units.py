@@ -22,10 +22,11 @@ from istiod_lite.translate import clusters, dr_report, endpoints, hbone, names, 
 from istiod_lite.translate import incremental_hbone as ih
 from istiod_lite.translate.destinations import ClusterRef, inbound_ref
 from istiod_lite.translate.incremental_dirty import destination_hosts
-from istiod_lite.translate.incremental_state import (_Cluster, _Full, _State, _Unit, _Update, compact, scratch,
-                                                     scratch_wp, sorted_text)
+from istiod_lite.translate.incremental_state import (_Cluster, _Full, _State, _Unit, _Update, scratch, scratch_wp,
+                                                     sorted_text)
 from istiod_lite.translate.waypoint import http_ports, served_port
 from istiod_lite.xds import types
+from istiod_lite.xds.types import Encoded, encode
 
 _NO_CONFIG = route_pb2.RouteConfiguration()  # RouteResult's config slot: the unit keeps virtual host bytes only
 
@@ -117,7 +118,10 @@ def build_cluster(st: _State, snapshot: ConfigSnapshot, ref: ClusterRef, inbound
         eds_src = sorted_text({ref.service.key} | ({ref.subset.source} if ref.subset else set()))
         if inbound and st.hbone is not None:
             hbone.rewrite_upstream(wp, ref, c, cla)
-    return _Cluster(ref, c, cla, sorted_text(src), eds_src, tuple(wp.issues))
+    # kept as bytes (serialized once here; the xds cache serves these very bytes): no message outlives the build
+    return _Cluster(ref, Encoded.of(types.CLUSTER, c, ref.name),
+                    Encoded.of(types.ENDPOINT, cla, ref.name) if cla is not None else None,
+                    sorted_text(src), eds_src, tuple(wp.issues))
 
 
 def set_unit(st: _State, up: _Update, key: str, unit: _Unit) -> None:
@@ -125,9 +129,9 @@ def set_unit(st: _State, up: _Update, key: str, unit: _Unit) -> None:
     if old is not None:
         if old.dest_hosts != unit.dest_hosts:
             for h in old.dest_hosts - unit.dest_hosts:
-                st.dest_index.get(h, set()).discard(key)
+                st.dest_index.discard(h, key)
         for name in old.refs.keys() - unit.refs.keys():
-            st.users.get(name, set()).discard(key)
+            st.users.discard(name, key)
         if old.sources != unit.sources:
             for lp, src in old.sources.items():
                 if lp not in st.plans:
@@ -136,9 +140,9 @@ def set_unit(st: _State, up: _Update, key: str, unit: _Unit) -> None:
     emit_extra(up, old, unit)
     st.units[key] = unit
     for h in unit.dest_hosts:
-        st.dest_index.setdefault(h, set()).add(key)
+        st.dest_index.add(h, key)
     for name in unit.refs:
-        st.users.setdefault(name, set()).add(key)
+        st.users.add(name, key)
     if old is None or old.sources != unit.sources:
         for lp, src in unit.sources.items():
             if lp not in st.plans:
@@ -147,16 +151,17 @@ def set_unit(st: _State, up: _Update, key: str, unit: _Unit) -> None:
 
 
 def emit_extra(up: _Update, old: _Unit | None, unit: _Unit) -> None:
-    """Patch the unit's own resources: new or changed messages (an equal one keeps the previous message object),
-    changed sources, removed names."""
+    """Patch the unit's own resources: new or changed ones (serialized once: the unit keeps their Encoded; equal
+    bytes keep the previous Encoded object), changed sources, removed names."""
     before = old.extra if old is not None else {}
     for key, (msg, src) in unit.extra.items():
         prev = before.get(key)
-        if prev is not None and prev[0] == msg:
+        enc = encode(key[0], msg, key[1])
+        if prev is not None and (prev[0] is enc or prev[0] == enc):
             unit.extra[key] = (prev[0], src)
         else:
-            unit.extra[key] = (msg := compact(msg), src)
-            up.put(key[0], key[1], msg)
+            unit.extra[key] = (enc, src)
+            up.put(key[0], key[1], enc)
         if prev is None or prev[1] != src:
             up.sources(key, src)
     for key in before.keys() - unit.extra.keys():
@@ -202,12 +207,10 @@ def sync_clusters(st: _State, up: _Update, snapshot: ConfigSnapshot, names_: set
         up.issues(new.issues, +1)
         st.clusters[name] = new
         if rec is None or new.cluster is not rec.cluster:
-            new.cluster = compact(new.cluster)
             up.put(types.CLUSTER, name, new.cluster)
         if rec is None or rec.sources != new.sources:
             up.sources((types.CLUSTER, name), new.sources)
         if new.endpoint is not None and (rec is None or new.endpoint is not rec.endpoint):
-            new.endpoint = compact(new.endpoint)
             up.put(types.ENDPOINT, name, new.endpoint)
         elif new.endpoint is None and rec is not None and rec.endpoint is not None:
             up.put(types.ENDPOINT, name, None)

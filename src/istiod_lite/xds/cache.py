@@ -1,12 +1,13 @@
 """SnapshotCache: per-group (per-waypoint) resources, serialized once per change, with content-hash versions.
 
-`set_resources(group, {type_url: {name: Message}}, changes=None)` serializes each changed resource once, hashes
-it into a version, and pre-builds the small frame heads both ADS flavours need (SotW: repeated Any; Delta:
+`set_resources(group, {type_url: {name: Message | Encoded}}, changes=None)` serializes each changed resource once
+(an `Encoded` resource, xds/types.py, comes serialized: its bytes object becomes the entry's, no copy, no message
+kept), hashes it into a version, and pre-builds the small frame heads both ADS flavours need (SotW: repeated Any; Delta:
 repeated Resource), so that responses to any number of streams are byte concatenations of cached pieces
 (`head + any_bytes`: one copy of each serialized resource is kept, not one per frame).
 
-Serialize once per change: the cache remembers, per group, the message object each entry was last built or
-confirmed from. When `set_resources` is handed the very same object again (identity, as incremental translation
+Serialize once per change: the cache remembers, per group, the object (message or Encoded) each entry was last
+built or confirmed from. When `set_resources` is handed the very same object again (identity, as incremental translation
 does for resources a change did not touch), the entry is reused without serializing or hashing. With the
 `changes` hint (type URL -> names that may differ since the previous call; absent type = unchanged), only those
 names are looked at, so a push costs O(changed), not O(resources).
@@ -27,10 +28,8 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from google.protobuf.message import Message
-
 from istiod_lite.xds import wire
-from istiod_lite.xds.types import CLUSTER
+from istiod_lite.xds.types import CLUSTER, Encoded, Resource
 
 
 def content_hash(data: bytes) -> str:
@@ -46,6 +45,18 @@ def _mix(name: str, version: str) -> int:
 def _head(field_number: int, payload_len: int) -> bytes:
     """Tag and length of a length-delimited field whose payload follows."""
     return wire.varint((field_number << 3) | 2) + wire.varint(payload_len)
+
+
+_SOTW_HEADS: dict[int, bytes] = {}  # payload length -> DiscoveryResponse.resources head: one object per length
+
+
+def _sotw_head(payload_len: int) -> bytes:
+    head = _SOTW_HEADS.get(payload_len)
+    if head is None:
+        if len(_SOTW_HEADS) >= 1 << 16:  # (bounded: resource sizes vary, but not unboundedly)
+            _SOTW_HEADS.clear()
+        head = _SOTW_HEADS[payload_len] = _head(2, payload_len)
+    return head
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,23 +83,72 @@ class CacheEntry:
         return self.delta_head + self.any_bytes
 
 
-def make_entry(type_url: str, name: str, message: Message, previous: CacheEntry | None = None) -> CacheEntry:
-    """Serialize `message` once; reuse `previous` when the content (hence the version) is unchanged.
+def make_entry(type_url: str, name: str, message: Resource, previous: CacheEntry | None = None) -> CacheEntry:
+    """Serialize `message` once (an `Encoded` is already serialized: its `any_bytes` object is kept as is, not
+    copied); reuse `previous` when the content (hence the version) is unchanged.
 
     (`SnapshotCache.set_resources` skips this call entirely for the very object it was last given.)"""
-    value = message.SerializeToString(deterministic=True)
-    version = content_hash(value)
-    if previous is not None and previous.version == version and previous.name == name:
-        return previous
-    any_bytes = wire.ld(1, type_url.encode()) + wire.ld(2, value)
+    if isinstance(message, Encoded):
+        value: bytes | memoryview = message.value_view()
+        version = content_hash(value)
+        if previous is not None and previous.version == version and previous.name == name:
+            return previous
+        any_bytes = message.any_bytes
+    else:
+        value = message.SerializeToString(deterministic=True)
+        version = content_hash(value)
+        if previous is not None and previous.version == version and previous.name == name:
+            return previous
+        any_bytes = wire.ld(1, type_url.encode()) + wire.ld(2, value)
     fields = wire.ld_str(3, name) + wire.ld_str(1, version)
     inner = _head(2, len(any_bytes))  # Resource.resource (field 2) = the Any
     delta_head = _head(2, len(fields) + len(inner) + len(any_bytes)) + fields + inner
     eds_name = None
     if type_url == CLUSTER:
-        eds_name = message.eds_cluster_config.service_name or name  # type: ignore[attr-defined]
-    return CacheEntry(name, version, any_bytes, _head(2, len(any_bytes)), delta_head, _mix(name, version),
+        eds_name = _eds_service_name(value) or name
+    return CacheEntry(name, version, any_bytes, _sotw_head(len(any_bytes)), delta_head, _mix(name, version),
                       eds_name)
+
+
+def _varint(data: bytes | memoryview, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = data[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, i
+        shift += 7
+
+
+def _field(data: bytes | memoryview, number: int) -> bytes | memoryview | None:
+    """The payload of the last length-delimited field `number` of a serialized message (None: absent)."""
+    found = None
+    i, end = 0, len(data)
+    while i < end:
+        tag, i = _varint(data, i)
+        kind = tag & 7
+        if kind == 0:
+            _, i = _varint(data, i)
+        elif kind == 1:
+            i += 8
+        elif kind == 5:
+            i += 4
+        elif kind == 2:
+            n, i = _varint(data, i)
+            if tag >> 3 == number:
+                found = data[i:i + n]
+            i += n
+        else:  # groups: not used by Envoy's API
+            raise ValueError(f"unsupported wire type {kind}")
+    return found
+
+
+def _eds_service_name(cluster: bytes | memoryview) -> str:
+    """Cluster.eds_cluster_config (3).service_name (2), read from the wire (no parse)."""
+    eds = _field(cluster, 3)
+    name = _field(eds, 2) if eds is not None else None
+    return bytes(name).decode() if name is not None else ""
 
 
 class TypeResources(Mapping[str, CacheEntry]):
@@ -175,11 +235,11 @@ class SnapshotCache:
     def __init__(self) -> None:
         self._groups: dict[str, dict[str, TypeResources]] = {}
         # group -> type URL -> name -> the message object the entry was last built or confirmed from
-        self._messages: dict[str, dict[str, dict[str, Message]]] = {}
+        self._messages: dict[str, dict[str, dict[str, Resource]]] = {}
         self._lock = threading.Lock()
         self.serializations = 0  # resources serialized so far (tests and metrics read it)
 
-    def set_resources(self, group: str, resources: Mapping[str, Mapping[str, Message]],
+    def set_resources(self, group: str, resources: Mapping[str, Mapping[str, Resource]],
                       changes: Mapping[str, Iterable[str]] | None = None) -> set[str]:
         """Replace the group's resources; return the type URLs whose content changed.
 
@@ -196,7 +256,7 @@ class SnapshotCache:
             return self._apply_changes(group, resources, changes, old, old_messages)
         new: dict[str, TypeResources] = {}
         changed: set[str] = set()
-        messages: dict[str, dict[str, Message]] = {}
+        messages: dict[str, dict[str, Resource]] = {}
         for type_url, by_name in resources.items():
             previous = old.get(type_url, EMPTY)
             seen = (old_messages or {}).get(type_url, {})
@@ -214,9 +274,9 @@ class SnapshotCache:
             self._messages[group] = messages
         return changed
 
-    def _apply_changes(self, group: str, resources: Mapping[str, Mapping[str, Message]],
+    def _apply_changes(self, group: str, resources: Mapping[str, Mapping[str, Resource]],
                        changes: Mapping[str, Iterable[str]], old: dict[str, TypeResources],
-                       old_messages: dict[str, dict[str, Message]]) -> set[str]:
+                       old_messages: dict[str, dict[str, Resource]]) -> set[str]:
         new = dict(old)
         changed: set[str] = set()
         for type_url, names in changes.items():
@@ -242,15 +302,16 @@ class SnapshotCache:
             self._groups[group] = new
         return changed
 
-    def _update_type(self, type_url: str, previous: TypeResources, seen: Mapping[str, Message],
-                     by_name: Mapping[str, Message], names: Iterable[str], gone: list[str]) -> TypeResources:
+    def _update_type(self, type_url: str, previous: TypeResources, seen: Mapping[str, Resource],
+                     by_name: Mapping[str, Resource], names: Iterable[str], gone: list[str]) -> TypeResources:
         upserts: dict[str, CacheEntry] = {}
         serialized = 0
         for name in names:
             message = by_name[name]
             before = previous.get(name)
-            if before is not None and seen.get(name) is message:
-                continue  # same object: same bytes, no serialization
+            if before is not None and (seen.get(name) is message or (
+                    isinstance(message, Encoded) and message.any_bytes is before.any_bytes)):
+                continue  # same object (or the very bytes this entry serves): same bytes, no serialization
             entry = make_entry(type_url, name, message, before)
             serialized += 1
             if entry is not before:

@@ -1,11 +1,14 @@
-"""xDS type URLs, the ADS push order, and ResourceSet: what the translator produces for one waypoint."""
+"""xDS type URLs, the ADS push order, ResourceSet (what the translator produces for one waypoint) and Encoded (a
+resource kept serialized, in the `google.protobuf.Any` bytes the xds cache serves, instead of as a message)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping, Union
 
 from google.protobuf.message import Message
+
+from istiod_lite.xds import wire
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -32,18 +35,88 @@ SHORT_NAMES: Mapping[str, str] = {
 }
 
 
+class Encoded:
+    """One resource as bytes: its `google.protobuf.Any` encoding (type URL + the message's deterministic
+    serialization), the very bytes object the xds cache serves (xds/cache.py shares it, no copy). A kept upb
+    message costs ~10x its serialized size (arena blocks, and arenas fused with whatever it was built from);
+    this costs the bytes plus a small object. `.message` parses a fresh, independent message on each call
+    (config_dump, tests): nothing parsed is kept. Immutable; equality compares bytes (with an Encoded, or with a
+    message by its deterministic serialization)."""
+
+    __slots__ = ("name", "any_bytes", "_at", "_cls")
+
+    def __init__(self, type_url: str, name: str, value: bytes, cls: type) -> None:
+        head = wire.ld(1, type_url.encode()) + wire.varint((2 << 3) | 2) + wire.varint(len(value))
+        self.name = name
+        self.any_bytes = head + value
+        self._at = len(head)
+        self._cls = cls
+
+    @classmethod
+    def of(cls, type_url: str, message: Message, name: str | None = None) -> Encoded:
+        """Serialize `message` (deterministic: the bytes and hence the version the cache would compute)."""
+        return cls(type_url, message.name if name is None else name,  # type: ignore[attr-defined]
+                   message.SerializeToString(deterministic=True), type(message))
+
+    @property
+    def value(self) -> bytes:
+        """The serialized message (a copy sliced out of `any_bytes`)."""
+        return self.any_bytes[self._at:]
+
+    def value_view(self) -> memoryview:
+        """The serialized message without a copy (hashing, wire scans)."""
+        return memoryview(self.any_bytes)[self._at:]
+
+    @property
+    def message(self) -> Message:
+        """A freshly parsed message (not cached: keep it only as long as needed)."""
+        return self._cls.FromString(self.value)
+
+    def SerializeToString(self, deterministic: bool = False) -> bytes:  # noqa: N802 (the Message method's name)
+        return self.value
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Encoded):
+            return self.any_bytes == other.any_bytes  # (the type URL is part of them)
+        if isinstance(other, Message):
+            return type(other) is self._cls and other.SerializeToString(deterministic=True) == self.value
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Encoded({self._cls.__name__} {self.name!r}, {len(self.any_bytes) - self._at} bytes)"
+
+    def __str__(self) -> str:
+        return str(self.message)
+
+
+Resource = Union[Message, Encoded]
+
+
+def as_message(resource: Any) -> Message:
+    """The message of a resource value: an Encoded is parsed (fresh), a message is returned as is."""
+    return resource.message if isinstance(resource, Encoded) else resource
+
+
+def encode(type_url: str, resource: Any, name: str | None = None) -> Encoded:
+    """An Encoded of a resource value (an Encoded is returned as is)."""
+    return resource if isinstance(resource, Encoded) else Encoded.of(type_url, resource, name)
+
+
 @dataclass(frozen=True)
 class ResourceSet:
-    """Envoy resources for one waypoint: type URL -> resource name -> protobuf message.
+    """Envoy resources for one waypoint: type URL -> resource name -> protobuf message, or `Encoded` (the
+    incremental translator's results: use `as_message` where a message is needed).
 
     `sources` maps (type URL, resource name) -> the input objects (as strings "Kind/ns/name") that the
     resource was built from, so that a NACK can be attributed to the objects that caused it.
     """
 
-    resources: Mapping[str, Mapping[str, Message]] = field(default_factory=dict)
+    resources: Mapping[str, Mapping[str, Resource]] = field(default_factory=dict)
     sources: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
 
-    def of_type(self, type_url: str) -> Mapping[str, Message]:
+    def of_type(self, type_url: str) -> Mapping[str, Resource]:
         return self.resources.get(type_url, {})
 
     def names(self, type_url: str) -> list[str]:
