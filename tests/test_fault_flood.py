@@ -36,7 +36,8 @@ def expected_dump(config_dir) -> dict:
     """What /debug/config_dump must show: the offline translation of the files now in the directory."""
     snapshot = snapshot_from_files(sorted(config_dir.glob("*.yaml")))
     rs = translate(snapshot, ConfigKey("Gateway", "default", "waypoint")).resources
-    return {types.SHORT_NAMES[t]: [json_format.MessageToDict(rs.resources[t][n], preserving_proto_field_name=True)
+    return {types.SHORT_NAMES[t]: [json_format.MessageToDict(
+        types.as_message(rs.resources[t][n]), preserving_proto_field_name=True)
                                    for n in sorted(rs.resources[t])] for t in CONFIG_TYPES}
 
 

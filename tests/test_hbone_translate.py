@@ -32,16 +32,16 @@ def _run(text: str, options: TranslateOptions = TranslateOptions()):
 
 def test_http_only_waypoint_has_no_hbone_layout() -> None:
     result = _run(_input(HTTP))
-    assert sorted(result.resources.of_type(types.LISTENER)) == ["http-8080"]
-    assert sorted(result.resources.of_type(types.CLUSTER)) == ["inbound-vip|80|http|echo.example.com"]
-    cla = result.resources.of_type(types.ENDPOINT)["inbound-vip|80|http|echo.example.com"]
+    assert sorted(result.resources.messages(types.LISTENER)) == ["http-8080"]
+    assert sorted(result.resources.messages(types.CLUSTER)) == ["inbound-vip|80|http|echo.example.com"]
+    cla = result.resources.messages(types.ENDPOINT)["inbound-vip|80|http|echo.example.com"]
     assert cla.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address == "10.1.0.5"
 
 
 def test_hbone_listener_is_served_with_options() -> None:
     result = _run(_input(HBONE), TranslateOptions(trust_domain="mesh.example", hbone_upstream_port=25008))
     assert not [i for i in result.issues if i.reason in ("NotYetServed", "NoHTTPListener")]
-    listeners = result.resources.of_type(types.LISTENER)
+    listeners = result.resources.messages(types.LISTENER)
     assert sorted(listeners) == ["connect_originate", "connect_terminate", "main_internal"]
     ct: listener_pb2.Listener = listeners["connect_terminate"]
     assert ct.address.socket_address.port_value == 15008
@@ -50,11 +50,11 @@ def test_hbone_listener_is_served_with_options() -> None:
     assert tls.require_client_certificate.value
     san = tls.common_tls_context.combined_validation_context.default_validation_context.match_typed_subject_alt_names
     assert san[0].matcher.prefix == "spiffe://mesh.example/"
-    co = result.resources.of_type(types.CLUSTER)["connect_originate"]
+    co = result.resources.messages(types.CLUSTER)["connect_originate"]
     assert co.original_dst_lb_config.upstream_port_override.value == 25008
-    vip = result.resources.of_type(types.CLUSTER)["inbound-vip|80|http|echo.example.com"]
+    vip = result.resources.messages(types.CLUSTER)["inbound-vip|80|http|echo.example.com"]
     assert vip.transport_socket.name == "envoy.transport_sockets.internal_upstream"
-    ep = result.resources.of_type(types.ENDPOINT)["inbound-vip|80|http|echo.example.com"].endpoints[0].lb_endpoints[0]
+    ep = result.resources.messages(types.ENDPOINT)["inbound-vip|80|http|echo.example.com"].endpoints[0].lb_endpoints[0]
     assert ep.endpoint.address.envoy_internal_address.endpoint_id == "10.1.0.5:80"
     chain = listeners["main_internal"].filter_chains[0]
     manager = hcm.HttpConnectionManager()
@@ -64,9 +64,9 @@ def test_hbone_listener_is_served_with_options() -> None:
 
 def test_endpoints_outside_the_mesh_stay_plain() -> None:
     result = _run(_input(HBONE, ns_labels="istio.io/dataplane-mode: none"))
-    vip = result.resources.of_type(types.CLUSTER)["inbound-vip|80|http|echo.example.com"]
+    vip = result.resources.messages(types.CLUSTER)["inbound-vip|80|http|echo.example.com"]
     assert not vip.HasField("transport_socket")
-    cla = result.resources.of_type(types.ENDPOINT)["inbound-vip|80|http|echo.example.com"]
+    cla = result.resources.messages(types.ENDPOINT)["inbound-vip|80|http|echo.example.com"]
     assert cla.endpoints[0].lb_endpoints[0].endpoint.address.HasField("socket_address")
 
 
@@ -76,7 +76,7 @@ def _principals(route_config) -> str:
 
 def test_identity_policies_match_filter_state_on_hbone_and_tls_peer_on_http() -> None:
     result = _run(_input(BOTH))
-    routes = result.resources.of_type(types.ROUTE)
+    routes = result.resources.messages(types.ROUTE)
     hbone_route = _principals(routes["inbound-vip|80|http|echo.example.com"])
     assert "io.istio.peer_principal" in hbone_route and "spiffe://cluster.local/ns/default/sa/client" in hbone_route
     assert "principalName" not in hbone_route

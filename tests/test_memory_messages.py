@@ -130,7 +130,8 @@ def test_the_walk_finds_messages_that_are_kept() -> None:
     for d in _docs():
         snap.upsert("t", d)
     cache = SnapshotCache()
-    cache.set_resources("g", translate(snap.snapshot(), WP).resources.resources)
+    rs = translate(snap.snapshot(), WP).resources
+    cache.set_resources("g", {t: rs.messages(t) for t in rs.resources})  # parsed: messages handed to the cache
     assert live_messages(cache)["envoy.config.cluster.v3.Cluster"] >= 4
 
 

@@ -34,7 +34,7 @@ def _snapshot(port: int, extra: list[dict]) -> object:
 
 
 def _hcm(result, port: int) -> hcm_pb2.HttpConnectionManager:
-    lst = result.resources.of_type(types.LISTENER)[f"http-{port}"]
+    lst = result.resources.messages(types.LISTENER)[f"http-{port}"]
     m = hcm_pb2.HttpConnectionManager()
     lst.filter_chains[0].filters[0].typed_config.Unpack(m)
     return m
@@ -46,10 +46,10 @@ def test_each_service_gets_its_own_route_configuration_and_a_scope_per_host_form
     assert m.WhichOneof("route_specifier") == "scoped_routes"
     assert [f.header_value_extractor.name for f in m.scoped_routes.scope_key_builder.fragments] == \
         ["x-istiod-lite-listener-port", ":authority"]
-    routes = {n: r for n, r in result.resources.of_type(types.ROUTE).items() if n.startswith("http.")}  # not HBONE
+    routes = {n: r for n, r in result.resources.messages(types.ROUTE).items() if n.startswith("http.")}  # not HBONE
     assert sorted(routes) == ["http.8080/ratings.default.svc.cluster.local", "http.8080/reviews.default.svc.cluster.local"]
     assert all(len(r.virtual_hosts) == 1 for r in routes.values())
-    scopes = result.resources.of_type(types.SCOPED_ROUTE)
+    scopes = result.resources.messages(types.SCOPED_ROUTE)
     reviews = {n: s.route_configuration_name for n, s in scopes.items() if "reviews" in s.route_configuration_name}
     assert sorted(n.split("|", 1)[1] for n in reviews) == \
         ["10.96.0.10", "reviews", "reviews.default", "reviews.default.svc", "reviews.default.svc.cluster.local"]
@@ -60,8 +60,8 @@ def test_ipv6_vips_sharing_a_key_share_one_route_configuration() -> None:
     extra = manifests.kube_service("six-a", {"v1": 3}, cluster_ip=V6A) + \
         manifests.kube_service("six-b", {"v1": 4}, cluster_ip=V6B)
     result = translate(_snapshot(8080, extra), WP)
-    scopes = result.resources.of_type(types.SCOPED_ROUTE)
-    shared = result.resources.of_type(types.ROUTE)["http.8080/key/[2001"]
+    scopes = result.resources.messages(types.SCOPED_ROUTE)
+    shared = result.resources.messages(types.ROUTE)["http.8080/key/[2001"]
     assert scopes["http.8080|[2001"].route_configuration_name == "http.8080/key/[2001"
     assert [v.name for v in shared.virtual_hosts] == ["six-a.default.svc.cluster.local:9080",
                                                       "six-b.default.svc.cluster.local:9080"]
@@ -73,9 +73,9 @@ def test_a_wildcard_host_keeps_one_route_configuration_for_its_listener() -> Non
     result = translate(_snapshot(8080, [se]), WP)
     m = _hcm(result, 8080)
     assert m.WhichOneof("route_specifier") == "rds" and m.rds.route_config_name == "http.8080"
-    assert [n for n in result.resources.of_type(types.ROUTE) if n.startswith("http.")] == ["http.8080"]
-    assert not result.resources.of_type(types.SCOPED_ROUTE)
-    assert "*.wild.example" in [d for v in result.resources.of_type(types.ROUTE)["http.8080"].virtual_hosts
+    assert [n for n in result.resources.messages(types.ROUTE) if n.startswith("http.")] == ["http.8080"]
+    assert not result.resources.messages(types.SCOPED_ROUTE)
+    assert "*.wild.example" in [d for v in result.resources.messages(types.ROUTE)["http.8080"].virtual_hosts
                                 for d in v.domains]
 
 

@@ -44,13 +44,18 @@ def _service(i: int) -> list[dict]:
     ]
 
 
+def _messages(result) -> dict:
+    """type URL -> name -> message (translate() gives Encoded bytes: each parse is the reader's own copy)."""
+    return {t: result.resources.messages(t) for t in result.resources.resources}
+
+
 def _snapshot(n: int = 3):
     docs = [d for i in range(n) for d in _service(i)]
     return snapshot_from_text(HEADER + "---\n" + yaml.safe_dump_all(docs))
 
 
 def test_templated_resources_are_separate_messages_with_their_own_names() -> None:
-    result = translate(_snapshot(), WAYPOINT).resources.resources
+    result = _messages(translate(_snapshot(), WAYPOINT))
     clusters = result[types.CLUSTER]
     names = [f"inbound-vip|9080|http|svc-{i}.shop.example" for i in range(3)]
     assert [clusters[n].name for n in names] == names
@@ -63,14 +68,14 @@ def test_templated_resources_are_separate_messages_with_their_own_names() -> Non
     cla[names[0]].endpoints[0].lb_endpoints.add()
     assert clusters[names[1]].circuit_breakers.thresholds[0].max_connections.value == 7
     assert len(cla[names[1]].endpoints[0].lb_endpoints) == 2
-    again = translate(_snapshot(), WAYPOINT).resources.resources
+    again = _messages(translate(_snapshot(), WAYPOINT))
     assert again[types.CLUSTER][names[0]].circuit_breakers.thresholds[0].max_connections.value == 7
     assert len(again[types.ENDPOINT][names[0]].endpoints[0].lb_endpoints) == 2
 
 
 def test_equal_policies_keep_their_own_rule_names_and_issue_keys() -> None:
     result = translate(_snapshot(), WAYPOINT)
-    routes = result.resources.resources[types.ROUTE]
+    routes = result.resources.messages(types.ROUTE)
     for i in range(3):
         vh = routes[f"http.8080/svc-{i}.shop.example"].virtual_hosts[0]
         per_route = rbac_pb2.RBACPerRoute()
@@ -82,13 +87,13 @@ def test_equal_policies_keep_their_own_rule_names_and_issue_keys() -> None:
 
 
 def test_default_retry_policy_is_a_fresh_message_per_route() -> None:
-    routes = translate(_snapshot(), WAYPOINT).resources.resources[types.ROUTE]
+    routes = translate(_snapshot(), WAYPOINT).resources.messages(types.ROUTE)
     a = routes["http.8080/svc-0.shop.example"].virtual_hosts[0].routes[0].route.retry_policy
     b = routes["http.8080/svc-1.shop.example"].virtual_hosts[0].routes[0].route.retry_policy
     assert a == b and a.num_retries.value == 2
     a.num_retries.value = 5
     assert b.num_retries.value == 2
-    fresh = translate(_snapshot(), WAYPOINT).resources.resources[types.ROUTE]
+    fresh = translate(_snapshot(), WAYPOINT).resources.messages(types.ROUTE)
     assert fresh["http.8080/svc-0.shop.example"].virtual_hosts[0].routes[0].route.retry_policy.num_retries.value == 2
 
 
@@ -98,7 +103,7 @@ def test_passthrough_subset_cluster_is_not_eds_even_when_templated() -> None:
                                        "trafficPolicy": {"loadBalancer": {"simple": "PASSTHROUGH"}}})
     result = translate(snapshot_from_text(HEADER + "---\n" + yaml.safe_dump_all(docs)), WAYPOINT).resources
     pt = "inbound-vip|9080|http/pt|svc-0.shop.example"
-    assert result.resources[types.CLUSTER][pt].type == cluster_pb2.Cluster.ORIGINAL_DST
+    assert result.messages(types.CLUSTER)[pt].type == cluster_pb2.Cluster.ORIGINAL_DST
     assert pt not in result.resources[types.ENDPOINT]
     assert "inbound-vip|9080|http/v1|svc-0.shop.example" in result.resources[types.ENDPOINT]
 

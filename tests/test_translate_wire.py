@@ -74,8 +74,8 @@ def test_scope_and_route_configuration_equal_message_built() -> None:
         built = scoped_route_pb2.ScopedRouteConfiguration(name=f"http.8080|{key}", route_configuration_name="http.8080/x")
         built.key.fragments.add(string_key="8080")
         built.key.fragments.add(string_key=key)
-        assert s.SerializeToString() == built.SerializeToString()
-        assert s.key.fragments[1].WhichOneof("type") == "string_key"
+        assert s.SerializeToString() == built.SerializeToString(deterministic=True)  # the cache's bytes, exactly
+        assert s.message.key.fragments[1].WhichOneof("type") == "string_key"
     vhs = [rc.VirtualHost(name=n, domains=[n]) for n in ("b:80", "a:80")]
     for scoped in (True, False):
         assert route_scopes.with_vhost_bytes("cfg", [(v.name, v.SerializeToString()) for v in vhs], scoped) == \
@@ -84,15 +84,16 @@ def test_scope_and_route_configuration_equal_message_built() -> None:
 
 def test_route_resources_are_separate_messages() -> None:
     snap = _snapshot()
-    first = translate(snap, WAYPOINT).resources.resources
-    second = translate(snap, WAYPOINT).resources.resources
+    first = translate(snap, WAYPOINT).resources
+    second = translate(snap, WAYPOINT).resources
     for t in (types.ROUTE, types.SCOPED_ROUTE):
-        assert first[t] == second[t]
-        assert not {id(m) for m in first[t].values()} & {id(m) for m in second[t].values()}
+        assert first.of_type(t) == second.of_type(t)
+        assert all(isinstance(v, types.Encoded) for v in first.of_type(t).values())  # bytes, never a kept message
     name = "http.8080/svc-0.shop.example"
-    first[types.ROUTE][name].virtual_hosts[0].routes[0].route.cluster = "changed"
-    assert second[types.ROUTE][name].virtual_hosts[0].routes[0].route.cluster != "changed"
-    assert translate(snap, WAYPOINT).resources.resources[types.ROUTE][name] == second[types.ROUTE][name]
+    mine = first.messages(types.ROUTE)[name]  # a parsed message is the reader's own copy
+    mine.virtual_hosts[0].routes[0].route.cluster = "changed"
+    assert first.messages(types.ROUTE)[name].virtual_hosts[0].routes[0].route.cluster != "changed"
+    assert translate(snap, WAYPOINT).resources.of_type(types.ROUTE)[name] == second.of_type(types.ROUTE)[name]
 
 
 def test_source_lists_are_sorted_strings() -> None:

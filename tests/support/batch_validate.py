@@ -49,21 +49,21 @@ def _rename(route: route_pb2.RouteConfiguration, prefix: str) -> route_pb2.Route
 
 def add_example(b: bootstrap_pb2.Bootstrap, index: int, rs: ResourceSet, next_port: list[int]) -> None:
     prefix = f"e{index}-"
-    routes = {name: _rename(r, prefix) for name, r in rs.of_type(types.ROUTE).items()}
+    routes = {name: _rename(r, prefix) for name, r in rs.messages(types.ROUTE).items()}
     used: set[str] = set()
-    for r in rs.of_type(types.ROUTE).values():
+    for r in rs.messages(types.ROUTE).values():
         used |= _used_clusters(r)
     for name in rs.names(types.LISTENER):
         if not name.startswith("http-"):
             continue  # HBONE / internal listeners do not depend on VirtualService, DestinationRule or authz shapes
-        lst = _inline_routes(rs.of_type(types.LISTENER)[name], routes)
+        lst = _inline_routes(rs.messages(types.LISTENER)[name], routes)
         lst.name = prefix + lst.name
         lst.address.socket_address.port_value = next_port[0]
         next_port[0] += 1
         b.static_resources.listeners.append(lst)
-    assignments = dict(rs.of_type(types.ENDPOINT))
+    assignments = dict(rs.messages(types.ENDPOINT))
     for name in sorted(used):
-        cluster = rs.of_type(types.CLUSTER).get(name)
+        cluster = rs.messages(types.CLUSTER).get(name)
         if cluster is None:
             continue  # a route to a missing cluster is legal Envoy config (503 at run time)
         c = _static_cluster(cluster, assignments)

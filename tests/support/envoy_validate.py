@@ -59,15 +59,15 @@ def _static_cluster(cluster: cluster_pb2.Cluster, assignments: dict) -> cluster_
 
 
 def static_bootstrap(resources: ResourceSet) -> bootstrap_pb2.Bootstrap:
-    routes = dict(resources.of_type(types.ROUTE))
-    assignments = dict(resources.of_type(types.ENDPOINT))
+    routes = dict(resources.messages(types.ROUTE))
+    assignments = dict(resources.messages(types.ENDPOINT))
     b = bootstrap_pb2.Bootstrap()
     b.node.id = "validate"
     b.node.cluster = "validate"
     for name in resources.names(types.LISTENER):
-        b.static_resources.listeners.append(_inline_routes(resources.of_type(types.LISTENER)[name], routes))
+        b.static_resources.listeners.append(_inline_routes(resources.messages(types.LISTENER)[name], routes))
     for name in resources.names(types.CLUSTER):
-        b.static_resources.clusters.append(_static_cluster(resources.of_type(types.CLUSTER)[name], assignments))
+        b.static_resources.clusters.append(_static_cluster(resources.messages(types.CLUSTER)[name], assignments))
     _hbone_support(b)
     return b
 

@@ -49,7 +49,9 @@ def translate_case(name: str) -> tuple[ConfigSnapshot, TranslateResult]:
 
 
 def to_dict(msg) -> dict[str, Any]:
-    return json.loads(json_format.MessageToJson(msg, preserving_proto_field_name=True, sort_keys=True))
+    """A resource (message or xds.types.Encoded) as a dict."""
+    return json.loads(json_format.MessageToJson(types.as_message(msg), preserving_proto_field_name=True,
+                                                sort_keys=True))
 
 
 def _issue(i: Issue) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from istiod_lite.xds.types import ResourceSet
 
 
 def _configs(resources: ResourceSet, port: int) -> list[route_pb2.RouteConfiguration]:
-    routes = resources.of_type(types.ROUTE)
+    routes = resources.messages(types.ROUTE)
     single = f"http.{port}"
     if single in routes:
         return [routes[single]]
@@ -29,6 +29,6 @@ def listener_route_config(resources: ResourceSet, port: int) -> route_pb2.RouteC
 
 
 def listener_route_sources(resources: ResourceSet, port: int) -> set[str]:
-    routes = resources.of_type(types.ROUTE)
+    routes = resources.messages(types.ROUTE)
     return {s for cfg in _configs(resources, port) for s in resources.sources.get((types.ROUTE, cfg.name), ())
             if cfg.name in routes}

@@ -17,12 +17,14 @@ kept-alive connections and never drains a listener. Denied requests get Envoy's 
 Policy names in RBAC: ``ns[<ns>]-policy[<name>]-rule[<i>]`` (Istio's), ``...-invalid`` for fail-closed entries.
 An AuthorizationPolicy whose spec has errors (the parser keeps it for this reason, with its Issues) is never
 translated into an allow: the traffic it targets is denied until it is fixed. Rule semantics: authz_rules.py;
-attachment: authz_attach.py; matchers: authz_match.py.
+attachment: authz_attach.py; matchers: authz_match.py; encoding as bytes (no messages per virtual host): authz_wire.py.
 """
 
 from __future__ import annotations
 
+import marshal
 from dataclasses import replace
+from typing import Any
 
 from envoy.config.rbac.v3 import rbac_pb2 as rbac_config
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
@@ -32,7 +34,7 @@ from google.protobuf import any_pb2
 from istiod_lite.model.istio import IstioConfig
 from istiod_lite.model.meta import ConfigKey, Issue, warning
 from istiod_lite.model.service import Service
-from istiod_lite.translate import authz_attach, authz_match, wire
+from istiod_lite.translate import authz_attach, authz_match, authz_wire, wire
 from istiod_lite.translate.authz_rules import ALLOW, AUDIT, CUSTOM, DENY, RuleContext, build_policy
 from istiod_lite.translate.waypoint import Waypoint, http_ports
 
@@ -67,15 +69,6 @@ def policy_keys(wp: Waypoint, service: Service) -> set[ConfigKey]:
     return {p.key for p in attached(wp, service)}
 
 
-def _is_invalid(wp: Waypoint, policy: IstioConfig) -> bool:
-    return any(i.is_error and i.path.startswith("spec") for i in wp.snapshot.issues_for(policy.key))
-
-
-def _action(policy: IstioConfig) -> str:
-    spec = policy.spec if isinstance(policy.spec, dict) else {}
-    return str(spec.get("action") or ALLOW)
-
-
 def _served_port(service: Service, port: int | None) -> int | None:
     if port is not None:
         return port
@@ -92,49 +85,20 @@ def _memo(wp: Waypoint) -> dict:
 
 
 def attached(wp: Waypoint, service: Service) -> list[IstioConfig]:
-    """authz_attach.attached, memoised per translation (policy_keys and virtual_host_config both ask)."""
-    memo = _memo(wp)
-    hit = memo.get(("attached", id(service)))
+    """authz_attach.attached, memoised per translation (policy_keys and virtual_host_config both ask); shared:
+    read-only."""
+    memo = wp.__dict__.get(_MEMO)
+    if memo is None:
+        memo = _memo(wp)
+    hit = memo.get(id(service))  # (the policy memo's keys are strings and tuples)
     if hit is not None and hit[0] is service:
         return hit[1]
     refs = memo.get("policy refs")
     if refs is None:
         refs = memo["policy refs"] = {}
     found = authz_attach.attached(wp, service, refs)
-    memo[("attached", id(service))] = (service, found)
+    memo[id(service)] = (service, found)
     return found
-
-
-def _info(wp: Waypoint, policy: IstioConfig) -> tuple[IstioConfig, str, str, bool]:
-    """(policy, action, repr of its rules, invalid), once per policy per translation (a root-namespace policy
-    is attached to every service)."""
-    memo = _memo(wp)
-    hit = memo.get(("info", id(policy)))
-    if hit is None or hit[0] is not policy:
-        hit = memo[("info", id(policy))] = (policy, _action(policy), repr(policy.spec.get("rules") or ()),
-                                            _is_invalid(wp, policy))
-    return hit
-
-
-def _rules(wp: Waypoint, policy: IstioConfig, action: str, port: int | None, peer_identity: str
-           ) -> list[tuple[str, rbac_config.Policy | None, tuple[Issue, ...]]]:
-    """(name suffix, built RBAC policy or None, issues) per rule of `policy`. The built policies depend on the
-    rules' content, the action, the namespace, the port and `peer_identity` only, so equal policies (the same
-    rules in many policies, a root-namespace policy attached to every service) are built once per translation;
-    the messages are shared read-only (copied into each RBAC map). Issues are re-keyed to `policy`."""
-    rules = policy.spec.get("rules") or ()
-    memo = _memo(wp)
-    ck = ("rules", action, policy.namespace, port, peer_identity, _info(wp, policy)[2])
-    hit = memo.get(ck)
-    if hit is None:
-        hit = []
-        for i, rule in enumerate(rules):
-            ctx = RuleContext(policy, action, port, peer_identity=peer_identity)
-            built = build_policy(ctx, rule or {}, f"spec.rules[{i}]")
-            hit.append((f"rule[{i}]", built, tuple(ctx.issues), policy.key))
-        memo[ck] = hit
-    return [(suffix, built, issues if key == policy.key else tuple(replace(x, key=policy.key) for x in issues))
-            for suffix, built, issues, key in hit]
 
 
 RBAC_PER_ROUTE_TYPE = "type.googleapis.com/" + rbac_pb2.RBACPerRoute.DESCRIPTOR.full_name
@@ -153,17 +117,8 @@ def _pack_bytes(wp: Waypoint, name: str, policies: dict[str, rbac_config.Policy]
     the same bytes `_pack` gives (deterministic: map entries in key order, fields in number order;
     tests/test_translate_wire.py compares them)."""
     memo = _memo(wp)
-    key = ("pack", name, *[(k, id(v)) for k, v in policies.items()])  # equal inputs (a root policy alone in its
-    hit = memo.get(key)                                               # filter on every service): encoded once
-    if hit is not None:
-        return hit[0]
-    entries = b"".join(wire.ld(2, wire.string(1, k) + wire.ld(2, _policy_bytes(memo, policies[k])))
-                       for k in sorted(policies))
-    action = _ENVOY_ACTION[name]
-    rules = (wire.uint(1, action) if action else b"") + entries  # config.v3.RBAC: action, policies
-    packed = wire.ld(2, wire.ld(1, rules))  # RBACPerRoute.rbac (2) -> RBAC.rules (1)
-    memo[key] = (packed, policies)  # keeps the keyed messages alive (their ids stay theirs)
-    return packed
+    entries = [(k, authz_wire.entry(k, wire.ld(2, _policy_bytes(memo, policies[k])))) for k in sorted(policies)]
+    return authz_wire.packed(_ACTION_BYTES[name], entries)
 
 
 def _pack(name: str, policies: dict[str, rbac_config.Policy]) -> any_pb2.Any:
@@ -184,93 +139,186 @@ def virtual_host_config(wp: Waypoint, service: Service, port: int | None = None,
             for name, value in virtual_host_config_bytes(wp, service, port, peer_identity).items()}
 
 
+class _Part:
+    """What one attached policy gives a virtual host served on one port for one peer identity: its filter, the
+    issues to report with it, and (when it has RBAC map entries) `packed` and `vh`: the filter's serialized
+    ``RBACPerRoute`` and the virtual host's ``typed_per_filter_config`` entry when the policy is alone in its filter
+    (the usual case), encoded from its content's `Shape`; `entries()` when it shares the filter."""
+
+    __slots__ = ("policy", "filter", "action", "invalid", "prefix", "shape", "report", "packed", "vh")
+
+    def __init__(self, policy: IstioConfig, filt: str, action: str, invalid: bool, prefix: str,
+                 shape: authz_wire.Shape, report: tuple[Issue, ...]) -> None:
+        self.policy, self.filter, self.action, self.invalid = policy, filt, action, invalid
+        self.prefix, self.shape, self.report = prefix, shape, report
+        self.packed, self.vh = shape.encode(prefix) if shape.entries else (b"", b"")
+
+    def entries(self) -> list[tuple[str, bytes]]:
+        """(RBAC policy name, encoded map entry) in name order."""
+        return [(self.prefix + suffix, authz_wire.entry(self.prefix + suffix, tail))
+                for suffix, tail in self.shape.entries]
+
+
+class _Shared:
+    """A filter's configs when several policies (or an ALLOW policy without rules) share it: `packed`, `vh`."""
+
+    __slots__ = ("packed", "vh", "parts")
+
+    def __init__(self, name: str, entries: list[tuple[str, bytes]], parts: list[_Part]) -> None:
+        self.packed = authz_wire.packed(_ACTION_BYTES[name], entries)
+        self.vh = authz_wire.vh_entry(_FILTER_KEY[name], self.packed, _TYPE_URL)
+        self.parts = parts  # keeps the parts keyed by id in the memo alive (their ids stay theirs)
+
+
 def virtual_host_config_bytes(wp: Waypoint, service: Service, port: int | None = None,
                               peer_identity: str = "tls") -> dict[str, bytes]:
     """`virtual_host_config` as filter name -> the packed Any's value (serialized ``RBACPerRoute``, type URL
-    RBAC_PER_ROUTE_TYPE): what routes.py encodes into the virtual host without building messages."""
-    if not wp.__dict__.get(_ATTACHMENT_REPORTED):  # once per translation (they do not depend on the service)
-        wp.__dict__[_ATTACHMENT_REPORTED] = True
+    RBAC_PER_ROUTE_TYPE)."""
+    return {name: h.packed for name, h in _filters(wp, service, port, peer_identity)[1].items()}
+
+
+def virtual_host_part(wp: Waypoint, service: Service, port: int | None = None, peer_identity: str = "tls"
+                      ) -> tuple[list[ConfigKey], bytes]:
+    """(keys of the attached policies (`policy_keys`), the virtual host's ``typed_per_filter_config`` entries
+    (field 15) encoding `virtual_host_config` in key order): what routes.py appends to a virtual host, with one
+    attachment lookup for both."""
+    policies, filters = _filters(wp, service, port, peer_identity)
+    keys = [p.meta.key for p in policies]
+    if not filters:
+        return keys, b""
+    if len(filters) == 1:
+        for h in filters.values():
+            return keys, h.vh
+    return keys, b"".join([h.vh for name in _VH_ORDER if (h := filters.get(name)) is not None])
+
+
+def _filters(wp: Waypoint, service: Service, port: int | None, peer_identity: str
+             ) -> tuple[list[IstioConfig], dict[str, _Part | _Shared]]:
+    """(the attached policies, filter name (in FILTERS order) -> its configs for the virtual host of `service` on
+    `port`); reports the policies' issues (in attachment order) and, once per translation, the attachment
+    warnings."""
+    d = wp.__dict__
+    if not d.get(_ATTACHMENT_REPORTED):  # once per translation (they do not depend on the service)
+        d[_ATTACHMENT_REPORTED] = True
         for issue in authz_attach.attachment_issues(wp):
             wp.report(issue)
-    policies = attached(wp, service)
+    memo = d.get(_MEMO)
+    if memo is None:
+        memo = _memo(wp)
+    refs = memo.get("policy refs")
+    if refs is None:
+        refs = memo["policy refs"] = {}
+    policies = authz_attach.attached(wp, service, refs)  # (one call per virtual host: not memoised per service)
     if not policies:
-        return {}
-    memo = _memo(wp)
-    per_filter: dict[str, list[tuple[str, bytes]]] = {}
+        return policies, {}
+    served = port if port is not None else _served_port(service, None)
+    by_filter: dict[str, list[_Part]] = {}
     has_allow = False
-    served = _served_port(service, port)
     for policy in policies:
-        filt, action, invalid, entries, issues = _entries(wp, memo, policy, served, peer_identity)
-        if invalid:
+        hit = memo.get(("part", id(policy), served, peer_identity))
+        part = hit[1] if hit is not None and hit[0] is policy else _part(wp, memo, policy, served, peer_identity)
+        if part.invalid:
             wp.report(warning(policy.key, "spec", f"the policy is invalid: requests to {service.hostname} are "
                               "denied until it is fixed (fail closed)", "FailClosed"))
         else:
-            if action == CUSTOM:
-                wp.report(warning(policy.key, "spec.action", "CUSTOM (ext_authz) providers are not supported: "
-                                  "requests this policy selects are denied (fail closed)"))
-            has_allow |= action == ALLOW
-            for issue in issues:
-                wp.report(issue)
-        if entries:
-            found = per_filter.get(filt)
+            if part.action == ALLOW:
+                has_allow = True
+            if part.report:
+                for issue in part.report:
+                    wp.report(issue)
+        if part.packed:
+            found = by_filter.get(part.filter)
             if found is None:
-                per_filter[filt] = list(entries)
+                by_filter[part.filter] = [part]
             else:
-                found.extend(entries)
-    out: dict[str, bytes] = {}
+                found.append(part)
+    if has_allow and RBAC_ALLOW_FILTER not in by_filter:  # ALLOW policies without any rule: nothing is allowed
+        by_filter[RBAC_ALLOW_FILTER] = []
+    if len(by_filter) == 1:
+        for name, parts in by_filter.items():
+            return policies, {name: parts[0] if len(parts) == 1 else _shared(memo, name, parts)}
+    out: dict[str, _Part | _Shared] = {}
     for name in FILTERS:
-        entries = per_filter.get(name)
-        if not entries and not (name == RBAC_ALLOW_FILTER and has_allow):
-            continue
-        out[name] = _pack_entries(memo, name, entries or [])
-    return out
+        parts = by_filter.get(name)
+        if parts is not None:
+            out[name] = parts[0] if len(parts) == 1 else _shared(memo, name, parts)
+    return policies, out
 
 
-def _entries(wp: Waypoint, memo: dict, policy: IstioConfig, served: int | None, peer_identity: str
-             ) -> tuple[str, str, bool, tuple[tuple[str, bytes], ...], tuple[Issue, ...]]:
-    """(filter, action, invalid, RBAC map entries as (policy name, encoded map entry), rule issues) of one policy
-    on a virtual host served on `served`, once per (policy, port, peer identity) per translation (a
-    root-namespace policy is attached to every service)."""
-    ck = ("entries", id(policy), served, peer_identity)
-    hit = memo.get(ck)
-    if hit is not None and hit[0] is policy:
-        return hit[1]
-    _, action, _, invalid = _info(wp, policy)
-    if invalid:
-        name = policy_name(policy, "invalid")
-        value = (RBAC_DENY_FILTER, action, True, ((name, _entry(memo, name, _DENY_ALL)),), ())
+def _part(wp: Waypoint, memo: dict, policy: IstioConfig, served: int | None, peer_identity: str) -> _Part:
+    """The `_Part` of `policy`, once per (policy, port, peer identity) per translation (a root-namespace policy
+    is attached to every service). Its rules are built and encoded once per content (`_content_shape`)."""
+    key = policy.meta.key
+    spec = policy.spec
+    action = str((spec.get("action") if isinstance(spec, dict) else None) or ALLOW)
+    prefix = f"ns[{key.namespace}]-policy[{key.name}]-"  # = policy_name(policy, ""): every RBAC name of it
+    known = wp.snapshot.issues_for(key)
+    if known and any(i.is_error and i.path.startswith("spec") for i in known):  # invalid: fails closed
+        shape = memo.get("invalid shape")
+        if shape is None:
+            tail = authz_wire.ld(2, _DENY_ALL.SerializeToString(deterministic=True))
+            shape = memo["invalid shape"] = _shape(RBAC_DENY_FILTER, [("invalid", tail)])
+        part = _Part(policy, RBAC_DENY_FILTER, action, True, prefix, shape, ())
     else:
+        issues, origin, shape = _content_shape(memo, policy, action, served, peer_identity)
+        report: tuple[Issue, ...] = ()
+        if action == CUSTOM:
+            report = (warning(key, "spec.action", "CUSTOM (ext_authz) providers are not supported: requests this "
+                              "policy selects are denied (fail closed)"),)
+        if issues:
+            report += issues if origin == key else tuple(replace(x, key=key) for x in issues)
+        part = _Part(policy, _FILTER_OF[action], action, False, prefix, shape, report)
+    memo[("part", id(policy), served, peer_identity)] = (policy, part)
+    return part
+
+
+def _content_shape(memo: dict, policy: IstioConfig, action: str, port: int | None, peer_identity: str
+                   ) -> tuple[tuple[Issue, ...], ConfigKey, authz_wire.Shape]:
+    """(the rules' issues in rule order, key of the policy they were built for, the `Shape` of the built RBAC
+    policies) of `policy`'s rules. They depend on the rules' content, the action, the namespace, the port and
+    `peer_identity` only, so equal policies (the same rules in many policies) are built and encoded once per
+    translation; the issues are re-keyed by the caller."""
+    rules = policy.spec.get("rules") or ()
+    ck = ("rules", action, policy.meta.key.namespace, port, peer_identity, _content(rules))
+    hit = memo.get(ck)
+    if hit is None:
+        issues: list[Issue] = []
         entries = []
-        flat: list[Issue] = []
-        for suffix, built, issues in _rules(wp, policy, action, served, peer_identity):
-            flat.extend(issues)
+        for i, rule in enumerate(rules):
+            ctx = RuleContext(policy, action, port, peer_identity=peer_identity)
+            built = build_policy(ctx, rule or {}, f"spec.rules[{i}]")
             if built is not None:
-                name = policy_name(policy, suffix)
-                entries.append((name, _entry(memo, name, built)))
-        value = (_FILTER_OF[action], action, False, tuple(entries), tuple(flat))
-    memo[ck] = (policy, value)
-    return value
+                entries.append((f"rule[{i}]", authz_wire.ld(2, built.SerializeToString(deterministic=True))))
+            issues.extend(ctx.issues)
+        hit = memo[ck] = (tuple(issues), policy.meta.key, _shape(_FILTER_OF[action], entries))
+    return hit
 
 
-def _entry(memo: dict, name: str, policy: rbac_config.Policy) -> bytes:
-    """One encoded ``map<string, Policy>`` entry of RBAC.policies (field 2): key (1), value (2)."""
-    return wire.ld(2, wire.string(1, name) + wire.ld(2, _policy_bytes(memo, policy)))
+def _shape(filt: str, entries: list[tuple[str, bytes]]) -> authz_wire.Shape:
+    return authz_wire.Shape(_FILTER_KEY[filt], _ACTION_BYTES[filt], _TYPE_URL, entries)
 
 
-def _pack_entries(memo: dict, name: str, entries: list[tuple[str, bytes]]) -> bytes:
-    """The serialized ``RBACPerRoute`` of filter `name` from encoded map entries: the bytes `_pack` gives
-    (deterministic: map entries in key order, fields in number order; tests/test_translate_wire.py)."""
-    if len(entries) > 1:
-        entries.sort(key=lambda e: e[0])
-    key = ("packed", name, *[id(e[1]) for e in entries])  # equal inputs (a root policy alone in its filter on
-    hit = memo.get(key)                                    # every service): encoded once
-    if hit is not None:
-        return hit[0]
-    action = _ENVOY_ACTION[name]
-    rules = (wire.uint(1, action) if action else b"") + b"".join(e[1] for e in entries)  # RBAC: action, policies
-    packed = wire.ld(2, wire.ld(1, rules))  # RBACPerRoute.rbac (2) -> RBAC.rules (1)
-    memo[key] = (packed, [e[1] for e in entries])  # keeps the keyed bytes alive (their ids stay theirs)
-    return packed
+def _content(rules: Any) -> bytes | str:
+    """A key equal for equal rules only: their marshal encoding (type-exact, a few times cheaper than repr), or
+    their repr for what marshal does not encode (a YAML timestamp)."""
+    try:
+        return marshal.dumps(rules, 2)  # (version 2: no back-references, so equal values give equal bytes)
+    except ValueError:
+        return repr(rules)
+
+
+def _first(entry: tuple[str, bytes]) -> str:
+    return entry[0]
+
+
+def _shared(memo: dict, name: str, parts: list[_Part]) -> _Shared:
+    """The configs of filter `name` shared by `parts` (none: an ALLOW policy without rules); equal inputs (two
+    root policies in one filter on every service) are encoded once."""
+    key = ("shared", name, *[id(p) for p in parts])
+    hit = memo.get(key)
+    if hit is None:
+        hit = memo[key] = _Shared(name, sorted([e for p in parts for e in p.entries()], key=_first), parts)
+    return hit
 
 
 def _match_all() -> rbac_config.Policy:
@@ -278,4 +326,7 @@ def _match_all() -> rbac_config.Policy:
 
 
 _DENY_ALL = _match_all()  # shared read-only: only ever copied into RBAC maps
-
+_ACTION_BYTES = {name: wire.uint(1, a) if a else b"" for name, a in _ENVOY_ACTION.items()}  # RBAC.action (1)
+_TYPE_URL = wire.string(1, RBAC_PER_ROUTE_TYPE)  # Any.type_url
+_FILTER_KEY = {name: wire.string(1, name) for name in FILTERS}
+_VH_ORDER = sorted(FILTERS)  # typed_per_filter_config is a map: its entries in key order (deterministic bytes)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from istiod_lite.model.istio import IstioConfig
-from istiod_lite.model.meta import ConfigKey, Issue, warning
+from istiod_lite.model.meta import Issue, warning
 from istiod_lite.model.service import Service
 from istiod_lite.translate.waypoint import Waypoint
 
@@ -68,57 +68,105 @@ def candidates(wp: Waypoint, service: Service) -> list[IstioConfig]:
 
 def attached(wp: Waypoint, service: Service, memo: dict | None = None) -> list[IstioConfig]:
     """The policies that apply to `service` on this waypoint, in snapshot order (creation time, key). `memo`
-    (optional, one per snapshot) keeps each policy's targetRefs and dry-run flag across calls."""
+    (optional, one per snapshot and waypoint) keeps the policies attached to every service and each policy's
+    classification across calls; the list returned is then shared: read-only."""
     if memo is None:
         return [p for p in candidates(wp, service)
                 if any(_ref_matches(wp, p, ref, service) for _, ref in target_refs(p)) and not dry_run(p)]
     snap = wp.snapshot
-    common = memo.get("waypoint candidates")
-    if common is None:  # the Gateway / GatewayClass candidates: the same for every service
+    everywhere = memo.get("attached everywhere")
+    if everywhere is None:  # the Gateway / GatewayClass candidates that attach to every service: the same for all
         found = [*snap.policies_targeting("Gateway", wp.namespace, wp.gateway.key.name),
                  *snap.policies_targeting("GatewayClass", snap.root_namespace, wp.gateway.class_name)]
-        common = memo["waypoint candidates"] = sorted({id(p): p for p in found}.values(), key=snap.order_of)
-    own = snap.policies_targeting(service.key.kind, service.namespace, service.key.name)
+        every = [p for p in sorted({id(p): p for p in found}.values(), key=snap.order_of) if _info(wp, memo, p)[1]]
+        everywhere = memo["attached everywhere"] = (every, frozenset(id(p) for p in every))
+    every, every_ids = everywhere
+    skey = service.meta.key
+    own = snap.policies_targeting(*skey)  # (kind, namespace, name): policies with a targetRef naming it
     if not own:
-        cands = common
-    elif not common and len(own) == 1:
-        cands = own
-    elif len(common) == 1 and len(own) == 1:  # (the usual: a root / waypoint policy and the service's own)
-        a, b = common[0], own[0]
-        cands = [a] if a is b else [a, b] if snap.order_of(a) <= snap.order_of(b) else [b, a]
+        return every
+    # A policy attaching everywhere is in `every`; any other attaches through a Service / ServiceEntry targetRef
+    # (`_classify`), so it is indexed under the service's key: `own` holds every other candidate.
+    kind, _, name = skey
+    groups = _SERVICE_GROUPS.get(kind)
+    if groups is None:
+        return every
+    if len(own) == 1:  # (the usual: the service's own policy)
+        if id(own[0]) in every_ids or not _names(own[0], kind, groups, name):
+            return every
+        mine = [own[0]]
     else:
-        cands = sorted({id(p): p for p in (*common, *own)}.values(), key=snap.order_of)  # = candidates()
-    skey = service.key
-    out = []
-    for p in cands:
-        info = memo.get(id(p))
-        if info is None or info[0] is not p:
-            info = memo[id(p)] = (p, *_classify(wp, p))
-        if info[1] or skey in info[2]:
-            out.append(p)
+        mine = [p for p in own if id(p) not in every_ids and _names(p, kind, groups, name)]
+        if not mine:
+            return every
+    if not every and len(mine) == 1:
+        return mine
+    if len(every) == 1 and len(mine) == 1:  # (the usual: a root / waypoint policy and the service's own)
+        a, b = every[0], mine[0]
+        ta, tb = a.meta.creation_timestamp, b.meta.creation_timestamp  # (snapshot order, inline)
+        return [a, b] if ta < tb or (ta == tb and a.meta.key <= b.meta.key) else [b, a]
+    return sorted({id(p): p for p in (*every, *mine)}.values(), key=snap.order_of)  # = candidates(), filtered
+
+
+_SERVICE_GROUPS = {"Service": ("", "core"), "ServiceEntry": (NETWORKING_GROUP,)}
+
+
+def _names(p: IstioConfig, kind: str, groups: tuple[str, ...], name: str) -> bool:
+    """Whether `p` (in the service's namespace) attaches to the service `kind`/`name` through a targetRef:
+    `_classify`'s service keys, for one key (a dry-run policy attaches nowhere)."""
+    if p.meta.annotations and dry_run(p):
+        return False
+    spec = p.spec
+    if not isinstance(spec, dict):
+        return False
+    ns = p.meta.key.namespace
+    refs = spec.get("targetRefs")
+    for r in refs if isinstance(refs, list) else ():
+        if (isinstance(r, dict) and r.get("kind") == kind and r.get("name") == name
+                and (r.get("group") or "") in groups and r.get("namespace") in (None, "", ns)):
+            return True
+    r = spec.get("targetRef")
+    return (isinstance(r, dict) and r.get("kind") == kind and r.get("name") == name
+            and (r.get("group") or "") in groups and r.get("namespace") in (None, "", ns))
+
+
+def _info(wp: Waypoint, memo: dict, p: IstioConfig) -> tuple[IstioConfig, bool, frozenset]:
+    info = memo[id(p)] = (p, *_classify(wp, p))
+    return info
+
+
+def _refs(p: IstioConfig) -> list[dict[str, Any]]:
+    """`target_refs` without their field paths."""
+    spec = p.spec if isinstance(p.spec, dict) else {}
+    refs = spec.get("targetRefs")
+    out = [r for r in refs if isinstance(r, dict)] if isinstance(refs, list) else []
+    ref = spec.get("targetRef")
+    if isinstance(ref, dict):
+        out.append(ref)
     return out
 
 
 def _classify(wp: Waypoint, p: IstioConfig) -> tuple[bool, frozenset]:
     """(attaches to every service here, keys of the services it attaches to otherwise) of one policy: what
     `_ref_matches` decides, split into the part that does not depend on the service. A dry-run policy attaches
-    nowhere."""
+    nowhere. (Keys as plain (kind, namespace, name) tuples: equal to the ConfigKeys.)"""
     if dry_run(p):
         return False, frozenset()
     every = False
     keys = set()
-    for _, ref in target_refs(p):
+    ns = p.namespace
+    for ref in _refs(p):
         kind, group, name = ref.get("kind"), ref.get("group") or "", ref.get("name")
-        if ref.get("namespace") not in (None, "", p.namespace):
+        if ref.get("namespace") not in (None, "", ns):
             continue
         if kind in ("Gateway", "GatewayClass") and group == GATEWAY_GROUP:
             every |= _ref_matches(wp, p, ref, None)  # type: ignore[arg-type]  (not read for these kinds)
         elif not isinstance(name, str):
             continue  # (never equal to a service name)
         elif kind == "Service" and group in ("", "core"):
-            keys.add(ConfigKey("Service", p.namespace, name))
+            keys.add(("Service", ns, name))
         elif kind == "ServiceEntry" and group == NETWORKING_GROUP:
-            keys.add(ConfigKey("ServiceEntry", p.namespace, name))
+            keys.add(("ServiceEntry", ns, name))
     return every, frozenset(keys)
 
 
@@ -136,8 +184,32 @@ def attachment_issues(wp: Waypoint) -> list[Issue]:
     return out
 
 
+_SUPPORTED = frozenset({("Gateway", GATEWAY_GROUP), ("GatewayClass", GATEWAY_GROUP), ("Service", ""),
+                        ("Service", "core"), ("ServiceEntry", NETWORKING_GROUP)})
+
+
+def _clean(p: IstioConfig) -> bool:
+    """True when `policy_issues` has nothing to say: targetRefs of supported kinds in the policy's namespace, no
+    targetRef, no dry-run (the common case, checked without building field paths)."""
+    spec = p.spec
+    if not isinstance(spec, dict) or "targetRef" in spec or (p.meta.annotations and dry_run(p)):
+        return False
+    refs = spec.get("targetRefs")
+    if not isinstance(refs, list) or not refs:
+        return False
+    ns = p.meta.key.namespace
+    for ref in refs:
+        if not isinstance(ref, dict):
+            return False
+        if (ref.get("kind"), ref.get("group") or "") not in _SUPPORTED or ref.get("namespace") not in (None, "", ns):
+            return False
+    return True
+
+
 def policy_issues(p: IstioConfig) -> list[Issue]:
     """The warnings attachment_issues reports for one policy (depends on the policy alone)."""
+    if _clean(p):
+        return []
     refs = target_refs(p)
     spec = p.spec if isinstance(p.spec, dict) else {}
     out: list[Issue] = []
@@ -151,8 +223,7 @@ def policy_issues(p: IstioConfig) -> list[Issue]:
                            "dry-run policies are not supported yet: this policy is not enforced"))
     for path, ref in refs:
         kind, group = ref.get("kind"), ref.get("group") or ""
-        if (kind, group) not in {("Gateway", GATEWAY_GROUP), ("GatewayClass", GATEWAY_GROUP),
-                                 ("Service", ""), ("Service", "core"), ("ServiceEntry", NETWORKING_GROUP)}:
+        if (kind, group) not in _SUPPORTED:
             out.append(warning(p.key, path, f"targetRef kind {group + '/' if group else ''}{kind} is not "
                                "supported at a waypoint; it matches nothing", "TargetNotFound"))
         elif ref.get("namespace") not in (None, "", p.namespace):

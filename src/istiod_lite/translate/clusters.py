@@ -11,6 +11,7 @@ reported once per DestinationRule (dr_report.py).
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any, Mapping
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -22,10 +23,13 @@ from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.destinations import ClusterRef, wp_inbound_ref
 from istiod_lite.translate.durations import seconds_duration
 from istiod_lite.translate.waypoint import Waypoint, http_ports
+from istiod_lite.xds import types
+from istiod_lite.xds.types import Encoded
 
 
 _TEMPLATES = "_istiod_lite_cluster_templates"
 _FROM_BYTES = cluster_pb2.Cluster.FromString
+_CLUSTER = cluster_pb2.Cluster
 _INLINE_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN", "NONE"})  # clusters without EDS (see _discovery)
 
 
@@ -89,7 +93,7 @@ def _body(wp: Waypoint, ref: ClusterRef, policy: Mapping[str, Any], name: str) -
 
 
 def _eds_cluster(wp: Waypoint, ref: ClusterRef, policy: Mapping[str, Any], text: str
-                 ) -> tuple[cluster_pb2.Cluster, bool]:
+                 ) -> tuple[bytes, bool]:
     """A cluster without inline endpoints (EDS, or ORIGINAL_DST by a PASSTHROUGH load balancer) from a
     per-translation template: its body (all but the name) and EDS flag depend only on the effective policy and
     the port's protocol, so clusters of equal policies (every cluster
@@ -103,26 +107,33 @@ def _eds_cluster(wp: Waypoint, ref: ClusterRef, policy: Mapping[str, Any], text:
     if hit is None:
         c, eds = _body(wp, ref, policy, "")
         hit = memo[key] = (c.SerializeToString(), eds)
-    # the template (no name) + the name field, parsed once (wire.py)
-    return _FROM_BYTES(hit[0] + wire.string(1, ref.name)), hit[1]
+    # the name field (1) + the template (no name): the deterministic serialization (fields in number order)
+    return wire.string(1, ref.name) + hit[0], hit[1]
 
 
 def build_cluster(wp: Waypoint, drs: DestinationRules, ref: ClusterRef) -> tuple[cluster_pb2.Cluster, bool, set[ConfigKey]]:
-    rule = drs.for_service(ref.service)
-    policy = drs.effective(rule, ref.port.number, ref.subset)
+    c, eds, keys = _build(wp, drs, ref, drs.for_service(ref.service))
+    if isinstance(c, bytes):
+        c = _FROM_BYTES(c)
+    return c, eds, {k for k in keys if k is not None}
+
+
+def _build(wp: Waypoint, drs: DestinationRules, ref: ClusterRef, rule
+           ) -> tuple[cluster_pb2.Cluster | bytes, bool, tuple[ConfigKey, ConfigKey | None, ConfigKey | None]]:
+    """`build_cluster` with the service's rule already looked up; the sources as (service, DR with the
+    top-level policy or None, DR of the subset or None). The cluster is a message, or (from a template) its
+    serialized bytes."""
+    subset = ref.subset
+    policy = drs.effective(rule, ref.port.number, subset)
     if ref.service.resolution in _INLINE_RESOLUTIONS:
         c, eds = _body(wp, ref, policy, ref.name)
     else:
         c, eds = _eds_cluster(wp, ref, policy, drs.policy_text(policy))
-    sources = {ref.service.key}
-    if rule is not None:
-        if rule.policy_source is not None:
-            sources.add(rule.policy_source)
-        if ref.subset is not None:
-            sources.add(ref.subset.source)
-        if policy.get("loadBalancer") is not None:  # (no loadBalancer: no locality failover setting)
-            _check_failover(wp, rule, ref, policy)
-    return c, eds, sources
+    if rule is None:
+        return c, eds, (ref.service.key, None, None)
+    if policy.get("loadBalancer") is not None:  # (no loadBalancer: no locality failover setting)
+        _check_failover(wp, rule, ref, policy)
+    return c, eds, (ref.service.key, rule.policy_source, subset.source if subset is not None else None)
 
 
 def _locality_text(loc) -> str:
@@ -142,24 +153,37 @@ def _check_failover(wp: Waypoint, rule, ref: ClusterRef, policy: Mapping[str, An
 
 
 def build_clusters(wp: Waypoint, drs: DestinationRules, refs: list[ClusterRef]
-                   ) -> tuple[dict[str, cluster_pb2.Cluster], dict[str, ClusterRef], dict[str, set[ConfigKey]]]:
-    """(clusters by name, EDS refs by cluster name, sources by cluster name)."""
-    clusters: dict[str, cluster_pb2.Cluster] = {}
+                   ) -> tuple[dict[str, Encoded], dict[str, ClusterRef], dict[str, tuple[str, ...]]]:
+    """(clusters by name as the `Encoded` the cache serves, EDS refs by cluster name, sources by cluster name as
+    `DestinationRules.source_text` gives them), each in name order."""
+    clusters: dict[str, Encoded] = {}
     eds_refs: dict[str, ClusterRef] = {}
-    sources: dict[str, set[ConfigKey]] = {}
+    sources: dict[str, tuple[str, ...]] = {}
     reported: set[ConfigKey] = set()
-    for ref in sorted(refs, key=lambda r: r.name):
-        if ref.name in clusters:
+    seen_rules: set[int] = set()  # ids of the rules whose DRs are reported (the rules live in drs: ids stable)
+    for_service = drs.for_service
+    source_text = drs.source_text
+    for ref in sorted(refs, key=_name_of):
+        name = ref.name
+        if name in clusters:
             continue
-        rule = drs.for_service(ref.service)
-        for key in rule.keys if rule else ():
-            if key not in reported:
-                reported.add(key)
-                dr = wp.snapshot.config(key)
-                dr_report.report_destination_rule(wp, dr)
-        c, eds, src = build_cluster(wp, drs, ref)
-        clusters[ref.name] = c
-        sources[ref.name] = src
+        rule = for_service(ref.service)
+        if rule is not None and id(rule) not in seen_rules:
+            seen_rules.add(id(rule))
+            for key in rule.keys:
+                if key not in reported:
+                    reported.add(key)
+                    dr_report.report_destination_rule(wp, wp.snapshot.config(key))
+        c, eds, keys = _build(wp, drs, ref, rule)
+        clusters[name] = Encoded(types.CLUSTER, name, c, _CLUSTER) if isinstance(c, bytes) \
+            else Encoded.of(types.CLUSTER, c, name)
+        svc_key, policy_source, subset_source = keys
+        # (a subset of the DR with the top-level policy adds no source: one memo entry per service, not two)
+        sources[name] = source_text(svc_key, policy_source,
+                                    subset_source if subset_source is not policy_source else None)
         if eds:
-            eds_refs[ref.name] = ref
+            eds_refs[name] = ref
     return clusters, eds_refs, sources
+
+
+_name_of = attrgetter("name")

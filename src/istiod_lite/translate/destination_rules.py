@@ -105,6 +105,10 @@ class DestinationRules:
         self._texts: dict[int, tuple[Mapping[str, Any], str]] = {}
         self._hashes: dict[int, tuple[Mapping[str, Any], list]] = {}
         self._by_id: dict[int, tuple[Service, MergedRule | None]] = {}
+        self._namespace = wp.namespace
+        self._source_texts: dict[tuple[int, int, int], tuple[Any, Any, Any, tuple[str, ...]]] = {}
+        self._key_texts: dict[int, tuple[ConfigKey, str]] = {}
+        self._label_memo: dict[tuple, tuple[tuple[str, str], ...]] = {}
         if report_selectors:
             for issue in selector_issues(wp):
                 wp.report(issue)
@@ -112,13 +116,18 @@ class DestinationRules:
 
     def _candidates(self, service: Service) -> list[tuple[str, IstioConfig]]:
         """(resolved host, DR) of the DRs visible here whose host matches (snapshot index by host)."""
-        suffix = self._wp.snapshot.domain_suffix
+        snapshot = self._wp.snapshot
+        ns = self._namespace
+        hostname = service.hostname
         out = []
-        for dr in self._wp.snapshot.destination_rules_for_host(service.hostname):
-            if dr.spec.get("workloadSelector") or not visible_from(dr, self._wp.namespace):
+        for dr in snapshot.destination_rules_for_host(hostname):
+            spec = dr.spec
+            if spec.get("workloadSelector") or (dr.meta.key.namespace != ns and not visible_from(dr, ns)):
                 continue
-            host = resolve_short_name(str(dr.spec.get("host", "")), dr.namespace, suffix)
-            if host and host_matches(host, service.hostname):
+            raw = spec.get("host", "")
+            host = raw if type(raw) is str and "." in raw and raw[:1] != "*" else \
+                resolve_short_name(str(raw), dr.namespace, snapshot.domain_suffix)  # (as resolve_short_name)
+            if host and (host == hostname or host_matches(host, hostname)):
                 out.append((host, dr))
         return out
 
@@ -153,11 +162,16 @@ class DestinationRules:
 
     def effective(self, rule: MergedRule | None, port: int, subset: Subset | None = None) -> dict[str, Any]:
         """`effective_policy(rule, port, subset)`, memoised (clusters, endpoints and routes all ask for the same
-        ones). The dict is shared: read it, never change it."""
+        ones). The dict is shared: read it, never change it. A subset without a traffic policy gets the very
+        dict of its rule's port (equal content), so its clusters share one policy (and one `policy_text`)."""
         key = (id(rule), port, id(subset))
         hit = self._policies.get(key)
         if hit is None or hit[0] is not rule or hit[1] is not subset:
-            hit = self._policies[key] = (rule, subset, effective_policy(rule, port, subset))
+            if subset is not None and not subset.traffic_policy:
+                policy = self.effective(rule, port, None)
+            else:
+                policy = effective_policy(rule, port, subset)
+            hit = self._policies[key] = (rule, subset, policy)
         return hit[2]
 
     def ref_policy(self, service: Service, port: int, subset: Subset | None) -> dict[str, Any]:
@@ -183,6 +197,27 @@ class DestinationRules:
         if hit is None or hit[0] is not policy:
             hit = self._texts[id(policy)] = (policy, repr(policy))
         return hit[1]
+
+    def source_text(self, a: ConfigKey, b: ConfigKey | None = None, c: ConfigKey | None = None
+                    ) -> tuple[str, ...]:
+        """The sorted distinct "Kind/ns/name" strings of the keys given (None skipped): the sources of a cluster
+        or its endpoints (its service and DestinationRules), memoised by the keys' identities, so that resources
+        with the same sources share one tuple."""
+        mk = (id(a), id(b), id(c))
+        hit = self._source_texts.get(mk)
+        if hit is not None and hit[0] is a and hit[1] is b and hit[2] is c:
+            return hit[3]
+        texts = self._key_texts
+        out = set()
+        for k in (a, b, c):
+            if k is not None:
+                t = texts.get(id(k))
+                if t is None or t[0] is not k:
+                    t = texts[id(k)] = (k, str(k))
+                out.add(t[1])
+        text = tuple(sorted(out))
+        self._source_texts[mk] = (a, b, c, text)
+        return text
 
     def _ns_rank(self, ns: str, service: Service) -> int:
         order = (self._wp.namespace, service.namespace, self._wp.snapshot.root_namespace)
@@ -210,24 +245,47 @@ class DestinationRules:
         policy = None
         policy_source = None
         for dr in chosen:
-            if dr.spec.get("trafficPolicy"):
+            spec, key = dr.spec, dr.meta.key
+            if spec.get("trafficPolicy"):
                 if policy is None:
-                    policy, policy_source = dr.spec["trafficPolicy"], dr.key
+                    policy, policy_source = spec["trafficPolicy"], key
                 else:
-                    self._wp.report(warning(dr.key, "spec.trafficPolicy", f"host {best[0]} already has a "
+                    self._wp.report(warning(key, "spec.trafficPolicy", f"host {best[0]} already has a "
                                             f"top-level trafficPolicy from the older {policy_source}; this one "
                                             "is ignored (Istio merge: first wins)", "Shadowed"))
-            for i, s in enumerate(dr.spec.get("subsets") or ()):
+            for i, s in enumerate(spec.get("subsets") or ()):
                 name = str(s.get("name", ""))
                 if name in seen:
-                    self._wp.report(warning(dr.key, f"spec.subsets[{i}].name", f"subset {name!r} for host "
+                    self._wp.report(warning(key, f"spec.subsets[{i}].name", f"subset {name!r} for host "
                                             f"{best[0]} is already defined by another DestinationRule; ignored",
                                             "DuplicateSubset"))
                     continue
                 seen.add(name)
-                labels = tuple(sorted((str(k), str(v)) for k, v in (s.get("labels") or {}).items()))
-                subsets.append(Subset(name, labels, s.get("trafficPolicy"), dr.key, i))
-        return MergedRule(best[0], policy, tuple(subsets), tuple(dr.key for dr in chosen), policy_source)
+                subsets.append(_new(Subset, name=name, labels=self._labels(s.get("labels")),
+                                    traffic_policy=s.get("trafficPolicy"), source=key, index=i))
+        return _new(MergedRule, host=best[0], traffic_policy=policy, subsets=tuple(subsets),
+                    keys=tuple(dr.meta.key for dr in chosen), policy_source=policy_source)
+
+    def _labels(self, raw: Mapping[str, Any] | None) -> tuple[tuple[str, str], ...]:
+        """A subset's labels as sorted (str, str) pairs; equal label maps share one tuple per translation."""
+        if not raw:
+            return ()
+        items = tuple(raw.items())
+        try:
+            hit = self._label_memo.get(items)
+        except TypeError:  # (an unhashable value: converted as it is, not memoised)
+            return tuple(sorted([(str(k), str(v)) for k, v in items]))
+        if hit is None:
+            hit = self._label_memo[items] = tuple(sorted([(str(k), str(v)) for k, v in items]))
+        return hit
+
+
+def _new(cls: type, **fields: Any) -> Any:
+    """`cls(**fields)` for the frozen dataclasses above without their generated __init__ (one
+    object.__setattr__ per field: ~3 us per object, the bulk of a DR lookup); same fields, same object."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(fields)
+    return obj
 
 
 def port_level(policy: Mapping[str, Any] | None, port: int) -> dict[str, Any]:

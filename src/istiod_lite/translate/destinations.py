@@ -13,11 +13,11 @@ route's own virtual host serves when the service has it; else the service's only
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from istiod_lite.model.hosts import resolve_short_name
 from istiod_lite.model.istio import IstioConfig
-from istiod_lite.model.meta import ConfigKey, error
+from istiod_lite.model.meta import error
 from istiod_lite.model.service import Service, ServicePort
 from istiod_lite.translate import names
 from istiod_lite.translate.destination_rules import DestinationRules, Subset
@@ -81,32 +81,33 @@ def resolve_destination(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, de
                         own: Service, own_port: ServicePort, protocol: str = "http") -> ClusterRef | None:
     """`dest` is an Istio ``Destination`` at `path` (``spec.http[i].route[j].destination``); `protocol` picks
     the inbound-vip cluster variant (``http`` or ``tcp``)."""
-    key: ConfigKey = vs.key
     raw = dest.get("host", "")
+    own_host = own.hostname
     host = raw if type(raw) is str and "." in raw and not raw.startswith("*") else \
         resolve_short_name(str(raw), vs.namespace, wp.snapshot.domain_suffix)  # (names with dots stay as they are)
     if "*" in host:
-        wp.report(error(key, f"{path}.host", f"destination host {host!r} must not be a wildcard", "InvalidHost"))
+        wp.report(error(vs.key, f"{path}.host", f"destination host {host!r} must not be a wildcard", "InvalidHost"))
         return None
-    service = own if host.lower() == own.hostname.lower() else wp.snapshot.service(host, vs.namespace)
+    same = host == own_host or host.lower() == own_host.lower()
+    service = own if same else wp.snapshot.service(host, vs.namespace)
     if service is None:
-        wp.report(error(key, f"{path}.host", f"destination host {host} does not exist (no Service or "
+        wp.report(error(vs.key, f"{path}.host", f"destination host {host} does not exist (no Service or "
                         "ServiceEntry)", "HostNotFound"))
         return None
-    port_spec = dest.get("port") or {}
+    port_spec = dest.get("port") or _NO_PORT
     port: ServicePort | None
     if "number" in port_spec:
         port = service.port(int(port_spec["number"]))
         if port is None:
-            wp.report(error(key, f"{path}.port.number", f"service {host} has no port {port_spec['number']}",
+            wp.report(error(vs.key, f"{path}.port.number", f"service {host} has no port {port_spec['number']}",
                             "PortNotFound"))
             return None
-    elif service.port(own_port.number) is not None and service.hostname == own.hostname:
+    elif (same or service.hostname == own_host) and service.port(own_port.number) is not None:
         port = own_port
     elif len(service.ports) == 1:
         port = service.ports[0]
     else:
-        wp.report(error(key, f"{path}.port", f"service {host} has several ports: destination.port.number is "
+        wp.report(error(vs.key, f"{path}.port", f"service {host} has several ports: destination.port.number is "
                         "required", "PortRequired"))
         return None
     subset = None
@@ -115,7 +116,46 @@ def resolve_destination(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, de
         rule = drs.for_service(service)
         subset = rule.subset(str(subset_name)) if rule else None
         if subset is None:
-            wp.report(error(key, f"{path}.subset", f"subset {subset_name!r} of host {host} is not defined in any "
+            wp.report(error(vs.key, f"{path}.subset", f"subset {subset_name!r} of host {host} is not defined in any "
                             "DestinationRule", "SubsetNotFound"))
             return None
-    return ref_for(wp, service, port, subset, protocol)
+    return _memo_ref(wp, service, port, subset, protocol, service.waypoint == wp.gateway.key)
+
+
+_NO_PORT: Mapping[str, Any] = {}
+_UNSET = object()
+
+
+def resolve_route_destinations(wp: Waypoint, drs: DestinationRules, vs: IstioConfig,
+                               routes: Sequence[Mapping[str, Any]], path: str, own: Service, own_port: ServicePort,
+                               protocol: str = "http") -> list[ClusterRef | None]:
+    """`resolve_destination` of each ``route[j].destination`` of the http rule at `path`, in order. The usual
+    destination (the service itself by its exact hostname, no port, a defined subset or none) is resolved with
+    the per-rule work done once; any other goes through `resolve_destination` (which reports)."""
+    own_host = own.hostname
+    own_fast = own_port in own.ports or own.port(own_port.number) is not None  # (as resolve_destination's rule)
+    bound = own.waypoint == wp.gateway.key
+    memo = wp.__dict__.get(_REFS)
+    if memo is None:
+        memo = wp.__dict__[_REFS] = {}
+    rule: Any = _UNSET
+    out: list[ClusterRef | None] = []
+    for j, r in enumerate(routes):
+        dest = r.get("destination") or _NO_PORT
+        raw = dest.get("host", "")
+        if own_fast and raw == own_host and "." in raw and "*" not in raw and not dest.get("port"):
+            name = dest.get("subset")
+            subset = None
+            if name:
+                if rule is _UNSET:
+                    rule = drs.for_service(own)
+                subset = rule.subset(str(name)) if rule else None
+            if subset is not None or not name:
+                hit = memo.get((id(own), id(own_port), id(subset), protocol, bound))  # _memo_ref, inlined
+                if hit is not None and hit.service is own and hit.port is own_port and hit.subset is subset:
+                    out.append(hit)
+                else:
+                    out.append(_memo_ref(wp, own, own_port, subset, protocol, bound))
+                continue
+        out.append(resolve_destination(wp, drs, vs, dest, f"{path}.route[{j}].destination", own, own_port, protocol))
+    return out

@@ -19,7 +19,11 @@ from istiod_lite.translate.waypoint import Waypoint
 
 def candidates(service: Service, port: int, domain_suffix: str) -> list[tuple[str, int]]:
     """(domain, rank) pairs; lower rank = more specific."""
-    base: list[tuple[str, int]] = [(service.hostname, 0)]
+    host = service.hostname
+    if not service.addresses and ":" not in host and service.meta.key.kind != "Service":  # the usual ServiceEntry
+        low = host.lower()
+        return [(low, 0), (f"{low}:{port}", 0)]
+    base: list[tuple[str, int]] = [(host, 0)]
     if service.is_kubernetes:
         fqdn, name, name_ns, name_ns_svc = (kubernetes_short_names(service.hostname, domain_suffix) + ("", "", ""))[:4]
         if name:
@@ -28,8 +32,12 @@ def candidates(service: Service, port: int, domain_suffix: str) -> list[tuple[st
     out: list[tuple[str, int]] = []
     seen: set[str] = set()
     for host, rank in base:
-        bare = f"[{host.lower()}]" if ":" in host and not host.startswith("[") else host.lower()
-        for d in (bare, names.host_with_port(host.lower(), port)):
+        low = host.lower()
+        if ":" in host and not host.startswith("["):  # an IPv6 literal
+            pair = (f"[{low}]", f"[{low}]:{port}")
+        else:
+            pair = (low, f"{low}:{port}")  # names.host_with_port
+        for d in pair:
             if d not in seen:
                 seen.add(d)
                 out.append((d, rank))
@@ -37,7 +45,57 @@ def candidates(service: Service, port: int, domain_suffix: str) -> list[tuple[st
 
 
 def assign(wp: Waypoint, served: list[tuple[Service, int]], listener: str) -> dict[str, list[str]]:
-    """virtual host name -> its domains (in candidate order), collisions resolved and reported."""
+    """virtual host name -> its domains (in candidate order), collisions resolved and reported. One pass: a
+    domain claimed once (the usual) is its claimant's; only contested domains are ranked."""
+    suffix = wp.snapshot.domain_suffix
+    rows: list[tuple[str, Service, list[str]]] = []
+    first: dict[str, tuple[int, str, str, Service]] = {}  # domain -> its first claim
+    contested: dict[str, list[tuple[int, str, str, Service]]] = {}  # domain -> all its claims, when several
+    for svc, port in served:
+        ns, host = svc.namespace, svc.hostname
+        ds = []
+        for d, rank in candidates(svc, port, suffix):
+            c = (rank, ns, host, svc)
+            prev = first.setdefault(d, c)
+            if prev is not c:
+                if d in contested:
+                    contested[d].append(c)
+                else:
+                    contested[d] = [prev, c]
+            ds.append(d)
+        rows.append((names.virtual_host_name(host, port), svc, ds))
+    if not contested:
+        out = {vh: ds for vh, _, ds in rows}
+        if len(out) == len(rows):
+            return out
+    elif len({vh for vh, _, _ in rows}) == len(rows):
+        winner = {d: min(c, key=lambda x: x[:3])[3] for d, c in contested.items()}
+        out = {}
+        lost: dict[str, tuple[Service, list[str], set[str]]] = {}
+        for vh, svc, ds in rows:
+            mine = out[vh] = []
+            for d in ds:
+                w = winner.get(d, svc)
+                if w is svc:
+                    mine.append(d)
+                else:
+                    entry = lost.setdefault(vh, (svc, [], set()))
+                    entry[1].append(d)
+                    entry[2].add(w.hostname)
+        _report_lost(wp, listener, lost)
+        return out
+    return _assign_general(wp, served, listener)  # two services with one virtual host name
+
+
+def _report_lost(wp: Waypoint, listener: str, lost: dict[str, tuple[Service, list[str], set[str]]]) -> None:
+    for vh, (svc, dropped, winners) in sorted(lost.items()):
+        wp.report(warning(svc.key, "", f"on listener {listener}, host names {', '.join(dropped)} also belong to "
+                          f"{', '.join(sorted(winners))} and route there, not to {svc.hostname}", "DomainConflict"))
+
+
+def _assign_general(wp: Waypoint, served: list[tuple[Service, int]], listener: str) -> dict[str, list[str]]:
+    """`assign` as first written (claims ranked per domain): the reference for virtual host names shared by
+    several served services (a later one's domain list replaces the earlier's)."""
     claims: dict[str, list[tuple[int, str, str, Service]]] = {}
     order: dict[str, list[str]] = {}
     for svc, port in served:
@@ -60,7 +118,5 @@ def assign(wp: Waypoint, served: list[tuple[Service, int]], listener: str) -> di
                 entry = lost.setdefault(vh, (svc, [], set()))
                 entry[1].append(d)
                 entry[2].add(w.hostname)
-    for vh, (svc, dropped, winners) in sorted(lost.items()):
-        wp.report(warning(svc.key, "", f"on listener {listener}, host names {', '.join(dropped)} also belong to "
-                          f"{', '.join(sorted(winners))} and route there, not to {svc.hostname}", "DomainConflict"))
+    _report_lost(wp, listener, lost)
     return out

@@ -18,6 +18,8 @@ from istiod_lite.translate import cluster_lb, dr_locality, wire
 from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.destinations import ClusterRef
 from istiod_lite.translate.waypoint import Waypoint
+from istiod_lite.xds import types
+from istiod_lite.xds.types import Encoded
 
 _MEMO = "_istiod_lite_eds_memo"
 EndpointTuple = tuple[str, int, int, str]  # (address, port, weight, locality)
@@ -98,32 +100,62 @@ def locality_assignment(wp: Waypoint, ref: ClusterRef, policy: Mapping[str, Any]
 
 
 def eds_assignment(wp: Waypoint, ref: ClusterRef) -> endpoint_pb2.ClusterLoadAssignment:
-    """The EDS resource of `ref`'s cluster (translate() calls this for every EDS cluster).
+    """The EDS resource of `ref`'s cluster (the incremental translator calls this per EDS cluster; translate()
+    calls `eds_assignments`).
 
     Memoised per translation by everything it reads besides the name (the service's endpoints, the port, the
     subset's labels, the policy's loadBalancer and whether it has outlierDetection; the waypoint is fixed):
     services with equal endpoints and policies share serialized bytes, each result is a fresh message. Equal
     endpoint tuples are hashed once per tuple object (`_canonical`), policies once per policy dict."""
+    drs = DestinationRules.of(wp)
+    rule = drs.for_service(ref.service)
+    name = ref.subset.name if ref.subset is not None else None
+    policy = drs.effective(rule, ref.port.number, rule.subset(name) if rule is not None and name else None)
+    return _CLA_FROM_BYTES(_assignment(wp, _memo(wp), ref, policy))
+
+
+def eds_assignments(wp: Waypoint, drs: DestinationRules, refs: Mapping[str, ClusterRef]
+                    ) -> tuple[dict[str, Encoded], dict[str, tuple[str, ...]]]:
+    """`eds_assignment` of each (name, ref) in `refs` (in its order) as the `Encoded` the cache serves, and the
+    sources of each: the service and the subset's DestinationRule (`DestinationRules.source_text`)."""
+    memo = _memo(wp)
+    out: dict[str, Encoded] = {}
+    sources: dict[str, tuple[str, ...]] = {}
+    for_service = drs.for_service
+    effective = drs.effective
+    source_text = drs.source_text
+    for name, ref in refs.items():
+        svc, subset = ref.service, ref.subset
+        rule = for_service(svc)
+        sub = rule.subset(subset.name) if subset is not None and rule is not None and subset.name else None  # (as above)
+        out[name] = Encoded(_ENDPOINT, name, _assignment(wp, memo, ref, effective(rule, ref.port.number, sub)), _CLA)
+        sources[name] = source_text(svc.key, subset.source if subset is not None else None)
+    return out, sources
+
+
+def _memo(wp: Waypoint) -> dict:
     memo = wp.__dict__.get(_MEMO)
     if memo is None:
         memo = wp.__dict__[_MEMO] = {}
-    drs = DestinationRules.of(wp)
-    svc = ref.service
-    rule = drs.for_service(svc)
-    name = ref.subset.name if ref.subset is not None else None
-    policy = drs.effective(rule, ref.port.number, rule.subset(name) if rule is not None and name else None)
+    return memo
+
+
+def _assignment(wp: Waypoint, memo: dict, ref: ClusterRef, policy: Mapping[str, Any]) -> bytes:
+    """The serialized ClusterLoadAssignment of `ref`."""
     pk = memo.get(("policy", id(policy)))
     if pk is None or pk[0] is not policy:
         pk = memo[("policy", id(policy))] = (policy, repr(policy.get("loadBalancer")),
                                              policy.get("outlierDetection") is not None)
     port = ref.port
-    key = (id(_canonical(memo, svc.endpoints)), port.number, port.target_port,
+    key = (id(_canonical(memo, ref.service.endpoints)), port.number, port.target_port,
            ref.subset.labels if ref.subset is not None else None, pk[1], pk[2])
     body = memo.get(key)
     if body is None:
-        body = memo[key] = locality_assignment(wp, ref, policy).SerializeToString()
-        # (the stored bytes carry the first ref's cluster_name: overwritten below, a scalar, so the bytes match)
-    return _CLA_FROM_BYTES(body + wire.string(1, ref.name))  # ClusterLoadAssignment.cluster_name (1): last wins
+        cla = locality_assignment(wp, ref, policy)
+        cla.cluster_name = ""  # the template: every field but cluster_name (1)
+        body = memo[key] = cla.SerializeToString(deterministic=True)
+    # cluster_name (1) + the template: the deterministic serialization (fields in number order)
+    return wire.string(1, ref.name) + body
 
 
 def _canonical(memo: dict, eps: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
@@ -137,4 +169,6 @@ def _canonical(memo: dict, eps: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
     return canon
 
 
-_CLA_FROM_BYTES = endpoint_pb2.ClusterLoadAssignment.FromString
+_CLA = endpoint_pb2.ClusterLoadAssignment
+_CLA_FROM_BYTES = _CLA.FromString
+_ENDPOINT = types.ENDPOINT

@@ -48,6 +48,7 @@ from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.destinations import ClusterRef
 from istiod_lite.translate.waypoint import HBONE, Waypoint, http_ports
 from istiod_lite.xds import types
+from istiod_lite.xds.types import Encoded, as_message
 
 DATAPLANE_MODE = "istio.io/dataplane-mode"
 FILTER_STATE = "filter_state"
@@ -205,8 +206,11 @@ def rewrite_upstreams(wp: Waypoint, drs: DestinationRules, out: dict[str, dict])
     for ref in clusters.inbound_refs(wp, drs):
         cla = out[types.ENDPOINT].get(ref.name)
         cluster = out[types.CLUSTER].get(ref.name)
-        if cla is not None and cluster is not None:
+        if cla is not None and cluster is not None:  # (built as Encoded bytes: parsed, rewritten, encoded again)
+            cluster, cla = as_message(cluster), as_message(cla)
             rewrite_upstream(wp, ref, cluster, cla)
+            out[types.CLUSTER][ref.name] = Encoded.of(types.CLUSTER, cluster, ref.name)
+            out[types.ENDPOINT][ref.name] = Encoded.of(types.ENDPOINT, cla, ref.name)
 
 
 def rewrite_upstream(wp: Waypoint, ref: ClusterRef, cluster, cla) -> None:

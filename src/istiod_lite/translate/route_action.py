@@ -19,11 +19,15 @@ Exactly one of: ``redirect`` / ``directResponse`` (route_redirect.py), or ``rout
   DestinationRule (destination_rules.hash_policies).
 Rule-level ``headers`` apply to every kind of action; ``fault``/``corsPolicy`` become per-route filter configs
 (route_fault.py, route_cors.py).
+
+Cost (issue 6): routes.py asks `route_tail`, which keeps no Action for the usual rule (destinations only: its
+route bytes are Route.route alone); the usual destinations resolve per rule (destinations.
+resolve_route_destinations); consistent-hash policies are looked up only when a DestinationRule names a
+loadBalancer (`_route_hashes`); the fields shared by equal rules are encoded once per translation (`_common_bytes`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -34,7 +38,7 @@ from istiod_lite.model.istio import IstioConfig
 from istiod_lite.model.service import Service, ServicePort
 from istiod_lite.translate import names, wire
 from istiod_lite.translate.destination_rules import DestinationRules
-from istiod_lite.translate.destinations import ClusterRef, resolve_destination
+from istiod_lite.translate.destinations import ClusterRef, resolve_route_destinations
 from istiod_lite.translate.durations import to_duration
 from istiod_lite.translate.retries import retry_policy
 from istiod_lite.translate.route_cors import cors_policy
@@ -48,23 +52,34 @@ from istiod_lite.translate.waypoint import Waypoint
 NO_DESTINATION_BODY = "no valid destination for this route (see istiod-lite issues)"
 
 
-@dataclass
+_NO_SPEC: Mapping[str, Any] = {}
+_NO_HEADERS = HeaderOps()  # shared read-only (Actions without header operations)
+_NO_CONFIGS: dict[str, any_pb2.Any] = {}  # shared read-only
+
+
 class Action:
     """What a rule does on each of its Envoy routes. `refs` are the clusters it sends (or mirrors) to. `route` is
     the serialized RouteAction (bytes: routes are built as wire fragments, see wire.py), None when the rule
-    redirects, responds directly, or has no destination left."""
+    redirects, responds directly, or has no destination left. (A plain slotted class: one is built per rule.)"""
 
-    route: bytes | None = None
-    direct_status: int = 0
-    spec: Mapping[str, Any] = field(default_factory=dict)  # the rule (for redirect / directResponse)
-    headers: HeaderOps = field(default_factory=HeaderOps)
-    filter_configs: dict[str, any_pb2.Any] = field(default_factory=dict)
-    refs: list[ClusterRef] = field(default_factory=list)
-    wp: Waypoint | None = None
-    vs: IstioConfig | None = None
-    path: str = ""
-    listener_port: int = 0
-    _tail: bytes | None = field(default=None, repr=False, compare=False)
+    __slots__ = ("route", "direct_status", "spec", "headers", "filter_configs", "refs", "wp", "vs", "path",
+                 "listener_port", "_tail")
+
+    def __init__(self, route: bytes | None = None, direct_status: int = 0, spec: Mapping[str, Any] | None = None,
+                 headers: HeaderOps | None = None, filter_configs: dict[str, any_pb2.Any] | None = None,
+                 refs: list[ClusterRef] | None = None, wp: Waypoint | None = None, vs: IstioConfig | None = None,
+                 path: str = "", listener_port: int = 0, _tail: bytes | None = None) -> None:
+        self.route = route
+        self.direct_status = direct_status
+        self.spec = spec if spec is not None else _NO_SPEC
+        self.headers = headers if headers is not None else _NO_HEADERS
+        self.filter_configs = filter_configs if filter_configs is not None else _NO_CONFIGS
+        self.refs = refs if refs is not None else []
+        self.wp = wp
+        self.vs = vs
+        self.path = path
+        self.listener_port = listener_port
+        self._tail = _tail
 
     def apply(self, r: rc.Route) -> None:
         if self.spec.get("redirect") and self.wp is not None and self.vs is not None:
@@ -112,6 +127,7 @@ def set_timeout(action: rc.RouteAction, timeout: Any) -> None:
 
 
 _ZERO = to_duration("0s")  # read-only (copied into routes)
+_PLAIN = "plain"
 _MEMO = "_istiod_lite_action_memo"
 
 
@@ -123,8 +139,11 @@ def _common_bytes(wp: Waypoint, rewrite: Mapping[str, Any] | None, authority: st
     memo = wp.__dict__.get(_MEMO)
     if memo is None:
         memo = wp.__dict__[_MEMO] = {}
-    key = (repr(rewrite), authority, repr(timeout), repr(retries), hashed,
-           tuple(h.SerializeToString() for h in hashes))
+    if hashed or hashes or authority or rewrite is not None or timeout is not None or retries is not None:
+        key: Any = (repr(rewrite), authority, repr(timeout), repr(retries), hashed,
+                    tuple([h.SerializeToString() for h in hashes]))
+    else:
+        key = _PLAIN  # the usual: every default (no hash policy, so `hashed` is False)
     hit = memo.get(key)
     if hit is None:
         action = rc.RouteAction()
@@ -144,8 +163,8 @@ def _common_bytes(wp: Waypoint, rewrite: Mapping[str, Any] | None, authority: st
 def default_action(wp: Waypoint, ref: ClusterRef) -> Action:
     """The route of a bound service without VirtualService: its cluster, timeout 0s, default retries."""
     hashes = DestinationRules.of(wp).route_hashes(ref.service, ref.port.number, ref.subset)
-    common = _common_bytes(wp, None, "", None, None, bool(hashes), hashes)
-    return Action(route=wire.string(1, ref.name) + common, refs=[ref])
+    route = wire.string(1, ref.name) + _common_bytes(wp, None, "", None, None, bool(hashes), hashes)
+    return Action(route=route, refs=[ref], _tail=wire.ld(2, route))
 
 
 def _filter_configs(wp: Waypoint, vs: IstioConfig, rule: Mapping[str, Any], path: str) -> dict[str, any_pb2.Any]:
@@ -170,9 +189,15 @@ def _rewrite(action: rc.RouteAction, rewrite: Mapping[str, Any]) -> str:
     return str(rewrite.get("authority") or "")
 
 
+_WEIGHTS: dict[int, bytes] = {}  # weight -> ClusterWeight.weight field (a UInt32Value; 0: present, empty)
+
+
 def _cluster_weight(ref: ClusterRef, weight: int, dest_headers: Mapping[str, Any] | None) -> bytes:
     """One serialized WeightedCluster.ClusterWeight (name, weight wrapper, per-destination headers)."""
-    body = wire.string(1, ref.name) + wire.ld(2, wire.uint(1, weight) if weight else b"")
+    w = _WEIGHTS.get(weight)
+    if w is None:
+        w = _WEIGHTS[weight] = wire.ld(2, wire.uint(1, weight) if weight else b"")
+    body = wire.string(1, ref.name) + w
     if dest_headers:
         cw = rc.WeightedCluster.ClusterWeight()
         dops = header_ops(dest_headers)
@@ -183,53 +208,116 @@ def _cluster_weight(ref: ClusterRef, weight: int, dest_headers: Mapping[str, Any
     return body
 
 
+def _load_balanced(policy: Mapping[str, Any] | None) -> bool:
+    """Whether a DR traffic policy names a loadBalancer (top level or a portLevelSettings entry)."""
+    if not policy:
+        return False
+    if "loadBalancer" in policy:
+        return True
+    return any("loadBalancer" in pls for pls in policy.get("portLevelSettings") or ())
+
+
+def _route_hashes(index: DestinationRules, ref: ClusterRef) -> list[rc.RouteAction.HashPolicy]:
+    """`index.route_hashes(ref's service, port, subset)`, which is [] unless the effective policy has a
+    loadBalancer (destination_rules.consistent_hash). destination_rules.effective_policy takes it from the rule's
+    or the subset's policy (top level or port level) only, so without one there (the usual) it is [] at once."""
+    service, subset = ref.service, ref.subset
+    rule = index.for_service(service)
+    if rule is None:
+        return []  # effective policy {}
+    name = subset.name if subset is not None else None
+    sub = rule.subset(name) if name else None
+    if not _load_balanced(rule.traffic_policy) and (sub is None or not _load_balanced(sub.traffic_policy)):
+        return []
+    return index.route_hashes(service, ref.port.number, subset)
+
+
+_PLAIN_RULE = frozenset({"name", "match", "route"})  # rules whose action is only route destinations
+
+
 def build_action(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, rule: Mapping[str, Any], path: str,
                  own: Service, own_port: ServicePort, listener_port: int = 0) -> Action:
-    ops = header_ops(rule.get("headers")) if rule.get("headers") else HeaderOps()
-    configs = _filter_configs(wp, vs, rule, path) if rule.get("fault") or rule.get("corsPolicy") else {}
-    if rule.get("redirect") or rule.get("directResponse"):
-        return Action(spec=rule, headers=ops, filter_configs=configs, wp=wp, vs=vs, path=path,
-                      listener_port=listener_port)
-    authority = ops.authority
-    dests = rule.get("route") or []
+    built = _build(wp, drs, vs, rule, path, own, own_port, listener_port)
+    if type(built) is tuple:
+        route, refs = built
+        return Action(route=route, refs=refs, _tail=wire.ld(2, route))
+    return built
+
+
+def route_tail(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, rule: Mapping[str, Any], path: str,
+               own: Service, own_port: ServicePort, listener_port: int = 0
+               ) -> tuple[bytes | None, list[ClusterRef], Action | None]:
+    """`build_action` as the routes use it: (its `route_bytes()`, its refs, None) when they are the same for
+    every match of the rule (the usual: no Action is kept), else (None, refs, the action) for redirects and
+    direct responses, whose `route_bytes()` is asked per route (they may report per route)."""
+    built = _build(wp, drs, vs, rule, path, own, own_port, listener_port)
+    if type(built) is tuple:
+        return wire.ld(2, built[0]), built[1], None  # Route.route alone
+    if built.spec.get("redirect") or built.spec.get("directResponse"):
+        return None, built.refs, built
+    return built.route_bytes(), built.refs, None
+
+
+def _build(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, rule: Mapping[str, Any], path: str,
+           own: Service, own_port: ServicePort, listener_port: int) -> Action | tuple[bytes, list[ClusterRef]]:
+    """The rule's Action, or (its serialized RouteAction, its refs) when that is all it has (no header
+    operation nor per-route filter config: its route_bytes() is Route.route alone)."""
+    get = rule.get
+    if rule.keys() <= _PLAIN_RULE:  # the usual (no header, filter config, redirect, rewrite, timeout, ...)
+        ops = configs = None
+    else:
+        ops = header_ops(get("headers")) if get("headers") else None
+        configs = _filter_configs(wp, vs, rule, path) if get("fault") or get("corsPolicy") else None
+        if get("redirect") or get("directResponse"):
+            return Action(spec=rule, headers=ops, filter_configs=configs, wp=wp, vs=vs, path=path,
+                          listener_port=listener_port)
+    authority = ops.authority if ops is not None else ""
+    dests = get("route") or ()
+    several = len(dests) > 1
     chosen: list[tuple[ClusterRef, int, Mapping[str, Any] | None]] = []
-    for j, r in enumerate(dests):
-        ref = resolve_destination(wp, drs, vs, r.get("destination") or {}, f"{path}.route[{j}].destination",
-                                  own, own_port)
+    for r, ref in zip(dests, resolve_route_destinations(wp, drs, vs, dests, path, own, own_port)):
         if ref is None:
             continue
         weight = int(r.get("weight", 0) or 0)
-        if len(dests) > 1 and weight == 0:
+        if several and weight == 0:
             continue
         chosen.append((ref, weight, r.get("headers")))
     if not chosen:
         return Action(direct_status=503, headers=ops, filter_configs=configs)
-    hashed = False
-    hashes: list[rc.RouteAction.HashPolicy] = []
-    if len(dests) == 1:
+    index = DestinationRules.of(wp)
+    if not several:
         ref, _, dest_headers = chosen[0]
         clusters = wire.string(1, ref.name)  # RouteAction.cluster
         if dest_headers:
+            if ops is None:
+                ops = HeaderOps()
             dops = header_ops(dest_headers)
             ops.request_add += dops.request_add
             ops.request_remove += dops.request_remove
             ops.response_add += dops.response_add
             ops.response_remove += dops.response_remove
             authority = authority or dops.authority
-        hashes = DestinationRules.of(wp).route_hashes(ref.service, ref.port.number, ref.subset)
+        hashes = _route_hashes(index, ref)
         hashed = bool(hashes)
+        refs = [ref]
     else:
+        hashed = False
+        hashes = []
         weighted = []
+        refs = []
         for ref, weight, dest_headers in chosen:
-            weighted.append(wire.ld(1, _cluster_weight(ref, weight, dest_headers)))
-            hashes.extend(DestinationRules.of(wp).route_hashes(ref.service, ref.port.number, ref.subset))
-        clusters = wire.ld(3, b"".join(weighted))  # RouteAction.weighted_clusters
-    route = clusters + _common_bytes(wp, rule.get("rewrite"), authority, rule.get("timeout"), rule.get("retries"),
-                                     hashed, hashes)
-    mirrors, mirror_refs = mirror_policies(wp, drs, vs, rule, path, own, own_port)
-    if mirrors:
-        extra = rc.RouteAction()
-        extra.request_mirror_policies.extend(mirrors)
-        route += extra.SerializeToString()
-    return Action(route=route, headers=ops, filter_configs=configs,
-                  refs=[ref for ref, _, _ in chosen] + mirror_refs)
+            weighted.append(_cluster_weight(ref, weight, dest_headers))
+            hashes += _route_hashes(index, ref)
+            refs.append(ref)
+        clusters = wire.ld(3, wire.lds(1, weighted))  # RouteAction.weighted_clusters
+    route = clusters + _common_bytes(wp, get("rewrite"), authority, get("timeout"), get("retries"), hashed, hashes)
+    if get("mirror") or get("mirrors"):
+        mirrors, mirror_refs = mirror_policies(wp, drs, vs, rule, path, own, own_port)
+        if mirrors:
+            extra = rc.RouteAction()
+            extra.request_mirror_policies.extend(mirrors)
+            route += extra.SerializeToString()
+        refs += mirror_refs
+    if ops is None and configs is None:  # route_bytes() is Route.route alone
+        return route, refs
+    return Action(route=route, headers=ops, filter_configs=configs, refs=refs)

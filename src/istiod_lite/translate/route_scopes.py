@@ -49,6 +49,8 @@ from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 
 from istiod_lite.model.meta import ConfigKey
 from istiod_lite.translate import names, wire
+from istiod_lite.xds import types
+from istiod_lite.xds.types import Encoded
 
 MAX_DIRECT_RESPONSE_BODY = 1024 * 1024
 
@@ -65,10 +67,15 @@ def is_scoped(doms: dict[str, list[str]]) -> bool:
 
 def key_owners(doms: dict[str, list[str]]) -> dict[str, list[str]]:
     """scope key -> virtual host names having a domain with that key (sorted), keys sorted."""
-    owners: dict[str, set[str]] = {}
+    owners: dict[str, list[str]] = {}  # (each virtual host's domains are seen together: a repeat is the last)
     for vh, ds in doms.items():
         for d in ds:
-            owners.setdefault(scope_key(d), set()).add(vh)
+            k = d.split(":", 1)[0]  # scope_key
+            found = owners.get(k)
+            if found is None:
+                owners[k] = [vh]
+            elif found[-1] != vh:
+                found.append(vh)
     return {k: sorted(owners[k]) for k in sorted(owners)}
 
 
@@ -90,19 +97,34 @@ def with_vhosts(name: str, vhosts: list[rc.VirtualHost], scoped: bool = True) ->
 _HEADS = {scoped: new_config("", scoped).SerializeToString() for scoped in (False, True)}
 
 
-def with_vhost_bytes(name: str, vhosts: list[tuple[str, bytes]], scoped: bool = True
-                     ) -> route_pb2.RouteConfiguration:
-    """`with_vhosts` from serialized virtual hosts ((name, bytes) pairs, routes.virtual_host_bytes): one parse
-    instead of building each virtual host and copying it in."""
-    body = b"".join(wire.ld(2, b) for _, b in sorted(vhosts, key=lambda v: v[0]))  # RouteConfiguration.virtual_hosts
-    return route_pb2.RouteConfiguration.FromString(_HEADS[scoped] + wire.string(1, name) + body)
+def with_vhost_bytes(name: str, vhosts: list[tuple[str, bytes]], scoped: bool = True) -> Encoded:
+    """`with_vhosts` from serialized virtual hosts ((name, bytes) pairs, routes.virtual_host_bytes), as the
+    `Encoded` resource (xds/types.py) the cache serves: no message is built. The bytes are the message's
+    deterministic serialization (fields in number order: name (1), virtual_hosts (2), then the fixed head
+    fields, all numbered above 2; tests/test_translate_encoded.py)."""
+    if len(vhosts) == 1:  # (a service's own RouteConfiguration)
+        body = wire.ld(2, vhosts[0][1])
+    else:  # RouteConfiguration.virtual_hosts
+        body = wire.lds(2, [b for _, b in sorted(vhosts, key=lambda v: v[0])])
+    return Encoded(types.ROUTE, name, wire.string(1, name) + body + _HEADS[scoped], route_pb2.RouteConfiguration)
 
 
-def scope(port: int, key: str, route_config: str) -> scoped_route_pb2.ScopedRouteConfiguration:
+def scope(port: int, key: str, route_config: str, port_fragment: bytes | None = None) -> Encoded:
+    """`port_fragment`: `port_fragment(port)`, when the caller has it."""
     # name (1), route_configuration_name (2), key (3) { fragments (1) { string_key (1, a oneof: "" is set) } }
-    fragments = wire.ld(1, wire.string(1, str(port))) + wire.ld(1, wire.string(1, key))
-    return scoped_route_pb2.ScopedRouteConfiguration.FromString(
-        wire.string(1, names.route_scope_name(port, key)) + wire.string(2, route_config) + wire.ld(3, fragments))
+    fragments = (port_fragment or _port_fragment(port)) + wire.ld(1, wire.string(1, key))
+    scope_name = names.route_scope_name(port, key)
+    return _scope(scope_name, wire.string(1, scope_name) + wire.string(2, route_config) + wire.ld(3, fragments))
+
+
+def _port_fragment(port: int) -> bytes:
+    return wire.ld(1, wire.string(1, str(port)))
+
+
+def _scope(name: str, value: bytes) -> Encoded:
+    """A ScopedRouteConfiguration as the cache's `Encoded`: its fields name (1), route_configuration_name (2),
+    key (3) written in number order are its deterministic serialization."""
+    return Encoded(types.SCOPED_ROUTE, name, value, scoped_route_pb2.ScopedRouteConfiguration)
 
 
 @dataclass
@@ -121,13 +143,31 @@ class ScopePlan:
             return names.service_route_config_name(self.port, self.vh_host[vhs[0]])
         return names.shared_route_config_name(self.port, key)
 
-    def scopes(self) -> list[scoped_route_pb2.ScopedRouteConfiguration]:
-        return [scope(self.port, k, self.config_of_key(k)) for k in self.owners]
+    def scopes(self) -> list[Encoded]:
+        port, vh_host, fragment = self.port, self.vh_host, _port_fragment(self.port)
+        string = wire.string
+        out = []
+        for k, vhs in self.owners.items():  # `scope` of each key, inlined
+            cfg = names.service_route_config_name(port, vh_host[vhs[0]]) if len(vhs) == 1 \
+                else names.shared_route_config_name(port, k)  # config_of_key
+            key = string(1, k)
+            scope_name = names.route_scope_name(port, k)
+            out.append(_scope(scope_name, string(1, scope_name) + string(2, cfg)
+                              + wire.ld(3, fragment + wire.ld(1, key))))
+        return out
 
     def scope_sources(self, service_keys: dict[str, ConfigKey], waypoint: ConfigKey) -> dict[str, tuple[str, ...]]:
         """scope name -> sources (the waypoint and the services owning the key); `service_keys` by hostname."""
-        return {names.route_scope_name(self.port, k): tuple(sorted(
-            {str(waypoint)} | {str(service_keys[self.vh_host[v]]) for v in vhs})) for k, vhs in self.owners.items()}
+        w = str(waypoint)
+        out: dict[str, tuple[str, ...]] = {}
+        for k, vhs in self.owners.items():
+            if len(vhs) == 1:  # the usual: sorted({w, s})
+                s = str(service_keys[self.vh_host[vhs[0]]])
+                srcs: tuple[str, ...] = (w,) if s == w else (w, s) if w < s else (s, w)
+            else:
+                srcs = tuple(sorted({w} | {str(service_keys[self.vh_host[v]]) for v in vhs}))
+            out[names.route_scope_name(self.port, k)] = srcs
+        return out
 
 
 def plan(port: int, doms: dict[str, list[str]], vh_host: dict[str, str]) -> ScopePlan:

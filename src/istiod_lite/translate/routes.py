@@ -34,8 +34,8 @@ from istiod_lite.model.service import Service, ServicePort
 from istiod_lite.translate import authz, domains, names, route_scopes, wire
 from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.destinations import ClusterRef, wp_inbound_ref
-from istiod_lite.translate.route_action import build_action, default_action
-from istiod_lite.translate.route_match import build_matches, gateway_applies, match_bytes
+from istiod_lite.translate.route_action import default_action, route_tail
+from istiod_lite.translate.route_match import Match, build_matches, gateway_applies, match_bytes
 from istiod_lite.translate.waypoint import Waypoint, served_port
 
 VS_FIELDS = frozenset({"hosts", "gateways", "http", "tcp", "exportTo"})
@@ -77,32 +77,50 @@ def hosts_match(wp: Waypoint, vs: IstioConfig, service: Service) -> bool:
 def select_virtual_services(wp: Waypoint, service: Service) -> list[IstioConfig]:
     """The VirtualServices applied to `service` at this waypoint, oldest first; the ones whose hosts match but
     that do not apply here are reported (warning NotApplied) with the reason."""
+    found = wp.snapshot.virtual_services_for_host(service.hostname)  # indexed: hosts_match(wp, vs, service)
+    if not found:
+        return found
     out = []
-    for vs in wp.snapshot.virtual_services_for_host(service.hostname):  # indexed: hosts_match(wp, vs, service)
-        if vs.namespace not in (service.namespace, wp.namespace):
+    wp_ns = wp.namespace
+    for vs in found:
+        ns = vs.meta.key.namespace
+        if ns != service.namespace and ns != wp_ns:
             wp.report(warning(vs.key, "metadata.namespace", f"not applied to {service.hostname} at waypoint "
                               f"{wp.namespace}/{wp.gateway.key.name}: a waypoint reads VirtualServices from the "
                               f"service's namespace ({service.namespace}) or its own ({wp.namespace})", "NotApplied"))
             continue
-        if not gateway_applies(vs.spec.get("gateways"), wp, vs.namespace):
+        spec = vs.spec
+        if spec.get("gateways") and not gateway_applies(spec.get("gateways"), wp, ns):
             wp.report(warning(vs.key, "spec.gateways", f"bound to gateways {list(vs.spec['gateways'])}, which do not "
                               f"include mesh or {wp.namespace}/{wp.gateway.key.name}: not applied at this waypoint",
                               "NotApplied"))
             continue
-        if not exported_to(vs, wp.namespace):
+        if spec.get("exportTo") and not exported_to(vs, wp_ns):
             wp.report(warning(vs.key, "spec.exportTo", f"not exported to namespace {wp.namespace} of waypoint "
                               f"{wp.gateway.key.name}: not applied at this waypoint", "NotApplied"))
             continue
         out.append(vs)
-    return sorted(out, key=_age)
+    if len(out) > 1:
+        out.sort(key=_age)
+    return out
+
+
+def _usual(vs: IstioConfig) -> bool:
+    """Nothing for `report_unsupported` to report (the usual case, checked without building paths)."""
+    spec = vs.spec
+    if not spec.keys() <= VS_FIELDS:
+        return False
+    for rule in spec.get("http") or ():
+        if type(rule) is not dict or not rule.keys() <= RULE_FIELDS:
+            return False
+        for r in rule.get("route") or ():
+            if type(r) is not dict or not r.keys() <= DESTINATION_FIELDS:
+                return False
+    return True
 
 
 def report_unsupported(wp: Waypoint, vs: IstioConfig) -> None:
-    rules = vs.spec.get("http") or ()
-    if vs.spec.keys() <= VS_FIELDS and all(  # the usual: nothing to report (checked in C)
-            type(rule) is dict and rule.keys() <= RULE_FIELDS
-            and all(type(r) is dict and r.keys() <= DESTINATION_FIELDS for r in rule.get("route") or ())
-            for rule in rules):
+    if _usual(vs):
         return
     for f in sorted(set(vs.spec) - VS_FIELDS):
         why = ("TLS routes are not supported at istiod-lite waypoints yet" if f == "tls"
@@ -127,7 +145,25 @@ _VH_DOMAINS = rc.VirtualHost.DESCRIPTOR.fields_by_name["domains"].number
 _VH_ROUTES = rc.VirtualHost.DESCRIPTOR.fields_by_name["routes"].number
 _VH_FILTER_CONFIG = rc.VirtualHost.DESCRIPTOR.fields_by_name["typed_per_filter_config"].number
 _MATCH_ALL = rc.RouteMatch(prefix="/").SerializeToString()
-_RBAC_TYPE = wire.string(1, authz.RBAC_PER_ROUTE_TYPE)  # Any.type_url
+_DEFAULT_HEAD = wire.string(_ROUTE_NAME, names.DEFAULT_ROUTE) + wire.ld(_ROUTE_MATCH, _MATCH_ALL)
+_HEADS = "_istiod_lite_route_heads"
+_RULE_PATHS = tuple(f"spec.http[{i}]" for i in range(16))
+
+
+def _route_head(wp: Waypoint, rule_name: str, m: Match) -> bytes:
+    """A route's name, match and stat prefix fields, once per (rule name, memoised match) per translation."""
+    memo = wp.__dict__.get(_HEADS)
+    if memo is None:
+        memo = wp.__dict__[_HEADS] = {}
+    key = (rule_name, id(m))
+    hit = memo.get(key)
+    if hit is None or hit[0] is not m:
+        head = wire.string(_ROUTE_NAME, names.route_name(rule_name, m.name)) + \
+            wire.ld(_ROUTE_MATCH, match_bytes(wp, m))
+        if m.stat_prefix:
+            head += wire.string(_ROUTE_STAT_PREFIX, m.stat_prefix)
+        hit = memo[key] = (m, head)  # (keeps `m` alive: its id stays its own)
+    return hit[1]
 
 
 def _vs_routes(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServicePort, listener_port: int,
@@ -135,31 +171,28 @@ def _vs_routes(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServiceP
     """The serialized routes (rc.Route) of the applicable VirtualServices' http rules."""
     routes: list[bytes] = []
     shadowed_by: IstioConfig | None = None
+    refs = result.refs
     for vs in vss:
         report_unsupported(wp, vs)
         for i, rule in enumerate(vs.spec.get("http") or ()):
-            path = f"spec.http[{i}]"
             if shadowed_by is not None:
                 by = "an earlier rule" if shadowed_by.key == vs.key else \
                     f"a rule of the older VirtualService {shadowed_by.namespace}/{shadowed_by.name}"
-                wp.report(warning(vs.key, path, f"unreachable for {svc.hostname}: {by} matches every request",
-                                  "Unreachable"))
+                wp.report(warning(vs.key, f"spec.http[{i}]", f"unreachable for {svc.hostname}: {by} matches every "
+                                  "request", "Unreachable"))
                 break
-            if rule.get("delegate") and not (rule.get("route") or rule.get("redirect")
-                                             or rule.get("directResponse")):
+            get = rule.get
+            if get("delegate") and not (get("route") or get("redirect") or get("directResponse")):
                 continue  # reported by report_unsupported
+            path = _RULE_PATHS[i] if i < len(_RULE_PATHS) else f"spec.http[{i}]"
             matches = build_matches(wp, vs, rule, path, port.number)
             if not matches:
                 continue
-            action = build_action(wp, drs, vs, rule, path, svc, port, listener_port)
-            result.refs.extend(action.refs)
-            rule_name = str(rule.get("name", ""))
+            tail, action_refs, action = route_tail(wp, drs, vs, rule, path, svc, port, listener_port)
+            refs += action_refs
+            rule_name = str(get("name", ""))
             for m in matches:
-                r = wire.string(_ROUTE_NAME, names.route_name(rule_name, m.name)) + \
-                    wire.ld(_ROUTE_MATCH, match_bytes(wp, m))
-                if m.stat_prefix:
-                    r += wire.string(_ROUTE_STAT_PREFIX, m.stat_prefix)
-                routes.append(r + action.route_bytes())
+                routes.append(_route_head(wp, rule_name, m) + (tail if action is None else action.route_bytes()))
                 if m.catch_all:
                     shadowed_by = vs
                     break
@@ -189,26 +222,34 @@ def virtual_host_route_bytes(wp: Waypoint, drs: DestinationRules, svc: Service, 
                              domain_list: list[str], result: RouteResult, listener_port: int = 0) -> bytes:
     """The virtual host's fields before typed_per_filter_config (name, domains, routes); adds the service, its
     VirtualServices and the route refs to `result`. Reads no AuthorizationPolicy."""
-    parts = [wire.string(_VH_NAME, names.virtual_host_name(svc.hostname, port.number))]
-    parts += [wire.string(_VH_DOMAINS, d) for d in domain_list]
+    return _route_bytes(wp, drs, svc, port, names.virtual_host_name(svc.hostname, port.number), domain_list, result,
+                        listener_port)
+
+
+def _route_bytes(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServicePort, vh_name: str,
+                 domain_list: list[str], result: RouteResult, listener_port: int) -> bytes:
+    """`virtual_host_route_bytes`, the virtual host's name given."""
+    head = wire.string(_VH_NAME, vh_name) + wire.strings(_VH_DOMAINS, domain_list)
     result.sources.add(svc.key)
     vss = select_virtual_services(wp, svc)
-    for vs in vss:
-        if not vs.spec.get("http"):
-            report_unsupported(wp, vs)  # no HTTP rules (e.g. tcp only): the default route applies
-    vss = [vs for vs in vss if vs.spec.get("http")]
-    routes = _vs_routes(wp, drs, svc, port, listener_port or port.number, vss, result) if vss else []
+    routes: list[bytes] = []
     if vss:
-        result.sources.update(vs.key for vs in vss)
+        with_http = []
+        for vs in vss:
+            if vs.spec.get("http"):
+                with_http.append(vs)
+            else:
+                report_unsupported(wp, vs)  # no HTTP rules (e.g. tcp only): the default route applies
+        if with_http:
+            routes = _vs_routes(wp, drs, svc, port, listener_port or port.number, with_http, result)
+            for vs in with_http:
+                result.sources.add(vs.key)
     if routes:
-        parts += [wire.ld(_VH_ROUTES, r) for r in routes]
-    else:  # no VirtualService, or none of its rules applies on this port: the default route (as Istio)
-        ref = wp_inbound_ref(wp, svc, port)
-        action = default_action(wp, ref)
-        parts.append(wire.ld(_VH_ROUTES, wire.string(_ROUTE_NAME, names.DEFAULT_ROUTE)
-                             + wire.ld(_ROUTE_MATCH, _MATCH_ALL) + action.route_bytes()))
-        result.refs.extend(action.refs)
-    return b"".join(parts)
+        return head + wire.lds(_VH_ROUTES, routes)
+    # no VirtualService, or none of its rules applies on this port: the default route (as Istio)
+    action = default_action(wp, wp_inbound_ref(wp, svc, port))
+    result.refs += action.refs
+    return head + wire.ld(_VH_ROUTES, _DEFAULT_HEAD + action.route_bytes())
 
 
 def virtual_host_authz_bytes(wp: Waypoint, svc: Service, port: ServicePort, result: RouteResult, *,
@@ -216,19 +257,9 @@ def virtual_host_authz_bytes(wp: Waypoint, svc: Service, port: ServicePort, resu
     """The virtual host's typed_per_filter_config entries (field 15, the RBAC per-route configs of authz.py; empty
     when no policy applies); adds the attached policies' keys to `result.sources`. Reads only the service, the
     port and the AuthorizationPolicies."""
-    result.sources.update(authz.policy_keys(wp, svc))
-    authz_configs = authz.virtual_host_config_bytes(wp, svc, port.number, peer_identity=peer_identity)
-    if not authz_configs:
-        return b""
-    names_ = sorted(authz_configs)
-    memo = authz._memo(wp)  # equal configs (the same memoised bytes: a root policy on every service) encoded once
-    key = ("vh authz", *[(n, id(authz_configs[n])) for n in names_])
-    hit = memo.get(key)
-    if hit is None:  # map<string, Any> entries: key (1), value (2) = Any{type_url, value}
-        hit = memo[key] = (b"".join(wire.ld(_VH_FILTER_CONFIG, wire.string(1, n)
-                                            + wire.ld(2, _RBAC_TYPE + wire.ld(2, authz_configs[n]))) for n in names_),
-                           [authz_configs[n] for n in names_])  # keeps the keyed bytes alive (ids stay theirs)
-    return hit[0]
+    keys, part = authz.virtual_host_part(wp, svc, port.number, peer_identity)  # (field 15 entries, encoded)
+    result.sources.update(keys)
+    return part
 
 
 def authz_offset(vh: bytes) -> int:
@@ -268,7 +299,11 @@ class ListenerRoutes:
 def served_domains(wp: Waypoint, listener_port: int) -> tuple[list[tuple[Service, ServicePort]], dict[str, list[str]]]:
     served: list[tuple[Service, ServicePort]] = []
     for svc in wp.services:
-        p = served_port(svc, listener_port)
+        ports = svc.ports
+        if len(ports) == 1:  # served_port of a one-port service: that port when it is HTTP
+            p = ports[0] if ports[0].is_http else None
+        else:
+            p = served_port(svc, listener_port)
         if p is not None:
             served.append((svc, p))
     doms = domains.assign(wp, [(s, p.number) for s, p in served], names.listener_name(listener_port))
@@ -283,9 +318,11 @@ def listener_routes(wp: Waypoint, drs: DestinationRules, listener_port: int) -> 
         vh_name = names.virtual_host_name(svc.hostname, p.number)
         if not doms[vh_name]:
             continue
-        rr = RouteResult(_NO_CONFIG)
-        built.append((svc, vh_name, virtual_host_bytes(wp, drs, svc, p, doms[vh_name], rr, listener_port), rr))
-        refs.extend(rr.refs)
+        rr = RouteResult(_NO_CONFIG, [], set())
+        vhb = _route_bytes(wp, drs, svc, p, vh_name, doms[vh_name], rr, listener_port) + \
+            virtual_host_authz_bytes(wp, svc, p, rr)  # = virtual_host_bytes
+        built.append((svc, vh_name, vhb, rr))
+        refs += rr.refs
     if not route_scopes.is_scoped(doms):
         cfg = route_scopes.with_vhost_bytes(names.route_config_name(listener_port),
                                             [(name, vhb) for _, name, vhb, _ in built], False)
@@ -294,7 +331,6 @@ def listener_routes(wp: Waypoint, drs: DestinationRules, listener_port: int) -> 
             result.sources |= rr.sources
         return ListenerRoutes(False, [result], refs)
     plan = route_scopes.plan(listener_port, doms, {name: svc.hostname for svc, name, _, _ in built})
-    by_vh = {name: (svc, vhb, rr) for svc, name, vhb, rr in built}
     configs = []
     own = plan.own
     wp_key = wp.key
@@ -305,6 +341,7 @@ def listener_routes(wp: Waypoint, drs: DestinationRules, listener_port: int) -> 
             rr.config = cfg
             rr.sources.add(wp_key)
             configs.append(rr)  # (its refs list is not shared: `refs` got a copy of its items)
+    by_vh = {name: (svc, vhb, rr) for svc, name, vhb, rr in built} if plan.shared else {}
     for name, vhs in plan.shared.items():
         result = RouteResult(route_scopes.with_vhost_bytes(name, [(v, by_vh[v][1]) for v in vhs]), [], {wp_key})
         for v in vhs:

@@ -17,6 +17,8 @@ from __future__ import annotations
 def varint(n: int) -> bytes:
     if n < 0x80:
         return bytes((n,))
+    if n < 0x4000:  # two bytes (lengths of most encoded messages)
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -60,3 +62,24 @@ def read_varint(buf: bytes, i: int) -> tuple[int, int]:
         shift += 7
         if b < 0x80:
             return value, i
+
+
+def strings(field: int, texts: list[str]) -> bytes:
+    """`string(field, t)` for each of `texts`, concatenated (a repeated string field)."""
+    tag = _LD[field]
+    out = []
+    for t in texts:
+        payload = t.encode()
+        n = len(payload)
+        out.append(tag + (_LEN[n] if n < 0x80 else varint(n)) + payload)
+    return b"".join(out)
+
+
+def lds(field: int, payloads: list[bytes]) -> bytes:
+    """`ld(field, p)` for each of `payloads`, concatenated (a repeated submessage field)."""
+    tag = _LD[field]
+    out = []
+    for p in payloads:
+        n = len(p)
+        out.append(tag + (_LEN[n] if n < 0x80 else varint(n)) + p)
+    return b"".join(out)

@@ -35,6 +35,9 @@ SHORT_NAMES: Mapping[str, str] = {
 }
 
 
+_ANY_HEADS: dict[str, bytes] = {}  # type URL -> Any.type_url field + the value field's key
+
+
 class Encoded:
     """One resource as bytes: its `google.protobuf.Any` encoding (type URL + the message's deterministic
     serialization), the very bytes object the xds cache serves (xds/cache.py shares it, no copy). A kept upb
@@ -46,7 +49,10 @@ class Encoded:
     __slots__ = ("name", "any_bytes", "_at", "_cls")
 
     def __init__(self, type_url: str, name: str, value: bytes, cls: type) -> None:
-        head = wire.ld(1, type_url.encode()) + wire.varint((2 << 3) | 2) + wire.varint(len(value))
+        head = _ANY_HEADS.get(type_url)
+        if head is None:
+            head = _ANY_HEADS[type_url] = wire.ld(1, type_url.encode()) + wire.varint((2 << 3) | 2)
+        head += wire.varint(len(value))
         self.name = name
         self.any_bytes = head + value
         self._at = len(head)
@@ -118,6 +124,10 @@ class ResourceSet:
 
     def of_type(self, type_url: str) -> Mapping[str, Resource]:
         return self.resources.get(type_url, {})
+
+    def messages(self, type_url: str) -> dict[str, Message]:
+        """`of_type` with every value as a message (an Encoded is parsed: fresh messages, for reading)."""
+        return {name: as_message(value) for name, value in self.of_type(type_url).items()}
 
     def names(self, type_url: str) -> list[str]:
         return sorted(self.of_type(type_url))
