@@ -14,21 +14,11 @@ from istiod_lite.model.store import snapshot_from_text
 from istiod_lite.translate import authz, authz_match, translate
 from istiod_lite.translate.waypoint import resolve
 from istiod_lite.translate.options import TranslateOptions
+from testsupport.manifests import BOOKINFO_WAYPOINT_HEADER
 
 KEY = ConfigKey("AuthorizationPolicy", "bookinfo", "p")
 WAYPOINT = ConfigKey("Gateway", "bookinfo", "waypoint")
-BASE = """
-apiVersion: v1
-kind: Namespace
-metadata: {name: bookinfo, labels: {istio.io/use-waypoint: waypoint}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: waypoint, namespace: bookinfo}
-spec:
-  gatewayClassName: istio-waypoint
-  listeners: [{name: http, port: 8080, protocol: HTTP}]
----
+BASE = BOOKINFO_WAYPOINT_HEADER + """---
 apiVersion: v1
 kind: Service
 metadata: {name: reviews, namespace: bookinfo}

@@ -15,20 +15,10 @@ from istiod_lite.model.store import snapshot_from_text
 from istiod_lite.translate import authz, authz_attach, authz_match, authz_wire
 from istiod_lite.translate.options import TranslateOptions
 from istiod_lite.translate.waypoint import resolve
+from testsupport.manifests import BOOKINFO_WAYPOINT_HEADER
 
 WAYPOINT = ConfigKey("Gateway", "bookinfo", "waypoint")
-BASE = """
-apiVersion: v1
-kind: Namespace
-metadata: {name: bookinfo, labels: {istio.io/use-waypoint: waypoint}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: waypoint, namespace: bookinfo}
-spec:
-  gatewayClassName: istio-waypoint
-  listeners: [{name: http, port: 8080, protocol: HTTP}]
-"""
+BASE = BOOKINFO_WAYPOINT_HEADER
 SE = {"kind": "ServiceEntry", "group": "networking.istio.io"}
 GW = {"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "waypoint"}
 CLASS = {"kind": "GatewayClass", "group": "gateway.networking.k8s.io", "name": "istio-waypoint"}

@@ -15,7 +15,7 @@ from istiod_lite.model.meta import ConfigKey
 from istiod_lite.model.store import snapshot_from_text
 from istiod_lite.translate import translate
 from istiod_lite.xds import types
-from testsupport.manifests import SHOP_WAYPOINT_HEADER
+from testsupport.manifests import SHOP_WAYPOINT_HEADER, shop_service
 
 WAYPOINT = ConfigKey("Gateway", "shop", "waypoint")
 HEADER = SHOP_WAYPOINT_HEADER
@@ -24,17 +24,8 @@ HEADER = SHOP_WAYPOINT_HEADER
 def _service(i: int) -> list[dict]:
     """Service i: same endpoints, DestinationRule policy and AuthorizationPolicy content as every other one;
     the policy also has a field that raises a warning (NoPeerIdentity), so its issues are memoised too."""
-    host, name = f"svc-{i}.shop.example", f"svc-{i}"
-    return [
-        {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": name, "namespace": "shop"},
-         "spec": {"hosts": [host], "location": "MESH_INTERNAL", "resolution": "STATIC",
-                  "ports": [{"number": 9080, "name": "http", "protocol": "HTTP"}],
-                  "endpoints": [{"address": "10.0.0.1", "labels": {"version": "v1"}},
-                                {"address": "10.0.0.2", "labels": {"version": "v2"}}]}},
-        {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-         "metadata": {"name": name, "namespace": "shop"},
-         "spec": {"host": host, "trafficPolicy": {"connectionPool": {"tcp": {"maxConnections": 7}}},
-                  "subsets": [{"name": "v1", "labels": {"version": "v1"}}]}},
+    name = f"svc-{i}"
+    return shop_service(i, [{"name": "v1", "labels": {"version": "v1"}}]) + [
         {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
          "metadata": {"name": name, "namespace": "shop"},
          "spec": {"targetRefs": [{"kind": "ServiceEntry", "group": "networking.istio.io", "name": name}],

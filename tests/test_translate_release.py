@@ -14,26 +14,15 @@ from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.options import TranslateOptions
 from istiod_lite.translate.waypoint import Waypoint, resolve
 from istiod_lite.xds import types
-from testsupport.manifests import SHOP_WAYPOINT_HEADER
+from testsupport.manifests import SHOP_WAYPOINT_HEADER, shop_service
 
 WAYPOINT = ConfigKey("Gateway", "shop", "waypoint")
 
 
 def _service(i: int) -> list[dict]:
-    host, name = f"svc-{i}.shop.example", f"svc-{i}"
-    return [
-        {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": name, "namespace": "shop"},
-         "spec": {"hosts": [host], "location": "MESH_INTERNAL", "resolution": "STATIC",
-                  "ports": [{"number": 9080, "name": "http", "protocol": "HTTP"}],
-                  "endpoints": [{"address": "10.0.0.1", "labels": {"version": "v1"}},
-                                {"address": "10.0.0.2", "labels": {"version": "v2"}}]}},
-        {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-         "metadata": {"name": name, "namespace": "shop"},
-         "spec": {"host": host, "trafficPolicy": {"connectionPool": {"tcp": {"maxConnections": 7}}},
-                  "subsets": [{"name": "v1", "labels": {"version": "v1"}},
-                              {"name": "v2", "labels": {"version": "v2"},
-                               "trafficPolicy": {"loadBalancer": {"simple": "RANDOM"}}}]}},
-    ]
+    return shop_service(i, [{"name": "v1", "labels": {"version": "v1"}},
+                            {"name": "v2", "labels": {"version": "v2"},
+                             "trafficPolicy": {"loadBalancer": {"simple": "RANDOM"}}}])
 
 
 def _snapshot(n: int = 3):

@@ -202,3 +202,34 @@ spec:
 HBONE_LISTENERS = "[{name: mesh, port: 15008, protocol: HBONE}]"
 HTTP_LISTENERS = "[{name: http, port: 8080, protocol: HTTP}]"
 BOTH_LISTENERS = "[{name: mesh, port: 15008, protocol: HBONE}, {name: http, port: 8080, protocol: HTTP}]"
+
+
+BOOKINFO_WAYPOINT_HEADER = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: bookinfo, labels: {istio.io/use-waypoint: waypoint}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: bookinfo}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+"""
+
+
+def shop_service(i: int, subsets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Service i of namespace shop (under SHOP_WAYPOINT_HEADER): a STATIC ServiceEntry svc-i.shop.example:9080 with
+    the same two endpoints (version v1, v2) as every other i, and its DestinationRule (maxConnections 7, `subsets`)."""
+    host, name = f"svc-{i}.shop.example", f"svc-{i}"
+    return [
+        {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": name, "namespace": "shop"},
+         "spec": {"hosts": [host], "location": "MESH_INTERNAL", "resolution": "STATIC",
+                  "ports": [{"number": 9080, "name": "http", "protocol": "HTTP"}],
+                  "endpoints": [{"address": "10.0.0.1", "labels": {"version": "v1"}},
+                                {"address": "10.0.0.2", "labels": {"version": "v2"}}]}},
+        {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+         "metadata": {"name": name, "namespace": "shop"},
+         "spec": {"host": host, "trafficPolicy": {"connectionPool": {"tcp": {"maxConnections": 7}}},
+                  "subsets": subsets}},
+    ]
