@@ -150,18 +150,23 @@ def write_files(directory: Path, files: dict[str, list[dict[str, Any]]]) -> Path
 
 # The translator tests' smallest mesh head: namespace `shop` bound to waypoint `shop/waypoint` (one HTTP listener
 # on 8080); tests append their services and config as YAML text.
-SHOP_WAYPOINT_HEADER = """
+def waypoint_header(ns: str) -> str:
+    """Namespace `ns` bound to waypoint `ns/waypoint` (one HTTP listener on 8080), as YAML text."""
+    return f"""
 apiVersion: v1
 kind: Namespace
-metadata: {name: shop, labels: {istio.io/use-waypoint: waypoint}}
+metadata: {{name: {ns}, labels: {{istio.io/use-waypoint: waypoint}}}}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
-metadata: {name: waypoint, namespace: shop}
+metadata: {{name: waypoint, namespace: {ns}}}
 spec:
   gatewayClassName: istio-waypoint
-  listeners: [{name: http, port: 8080, protocol: HTTP}]
+  listeners: [{{name: http, port: 8080, protocol: HTTP}}]
 """
+
+
+SHOP_WAYPOINT_HEADER = waypoint_header("shop")
 
 
 def hbone_echo_input(listeners: str, ns_labels: str = "istio.io/dataplane-mode: ambient", annotations: str = "{}") -> str:
@@ -204,18 +209,7 @@ HTTP_LISTENERS = "[{name: http, port: 8080, protocol: HTTP}]"
 BOTH_LISTENERS = "[{name: mesh, port: 15008, protocol: HBONE}, {name: http, port: 8080, protocol: HTTP}]"
 
 
-BOOKINFO_WAYPOINT_HEADER = """
-apiVersion: v1
-kind: Namespace
-metadata: {name: bookinfo, labels: {istio.io/use-waypoint: waypoint}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: waypoint, namespace: bookinfo}
-spec:
-  gatewayClassName: istio-waypoint
-  listeners: [{name: http, port: 8080, protocol: HTTP}]
-"""
+BOOKINFO_WAYPOINT_HEADER = waypoint_header("bookinfo")
 
 
 def shop_service(i: int, subsets: list[dict[str, Any]]) -> list[dict[str, Any]]:

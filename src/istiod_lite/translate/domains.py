@@ -69,22 +69,29 @@ def assign(wp: Waypoint, served: list[tuple[Service, int]], listener: str) -> di
         if len(out) == len(rows):
             return out
     elif len({vh for vh, _, _ in rows}) == len(rows):
-        winner = {d: min(c, key=lambda x: x[:3])[3] for d, c in contested.items()}
-        out = {}
-        lost: dict[str, tuple[Service, list[str], set[str]]] = {}
-        for vh, svc, ds in rows:
-            mine = out[vh] = []
-            for d in ds:
-                w = winner.get(d, svc)
-                if w is svc:
-                    mine.append(d)
-                else:
-                    entry = lost.setdefault(vh, (svc, [], set()))
-                    entry[1].append(d)
-                    entry[2].add(w.hostname)
-        _report_lost(wp, listener, lost)
-        return out
+        return _split(wp, listener, rows, {d: min(c, key=lambda x: x[:3])[3] for d, c in contested.items()})
     return _assign_general(wp, served, listener)  # two services with one virtual host name
+
+
+def _split(wp: Waypoint, listener: str, rows: list[tuple[str, Service, list[str]]],
+           winner: dict[str, Service]) -> dict[str, list[str]]:
+    """virtual host name -> the domains of its row its service won (`winner`: domain -> the service it goes to;
+    a domain not in it is the row's own); the lost ones reported. A later row of the same name replaces the
+    earlier's list."""
+    out: dict[str, list[str]] = {}
+    lost: dict[str, tuple[Service, list[str], set[str]]] = {}
+    for vh, svc, ds in rows:
+        mine = out[vh] = []
+        for d in ds:
+            w = winner.get(d, svc)
+            if w is svc:
+                mine.append(d)
+            else:
+                entry = lost.setdefault(vh, (svc, [], set()))
+                entry[1].append(d)
+                entry[2].add(w.hostname)
+    _report_lost(wp, listener, lost)
+    return out
 
 
 def _report_lost(wp: Waypoint, listener: str, lost: dict[str, tuple[Service, list[str], set[str]]]) -> None:
@@ -104,19 +111,5 @@ def _assign_general(wp: Waypoint, served: list[tuple[Service, int]], listener: s
         for d, rank in candidates(svc, port, wp.snapshot.domain_suffix):
             claims.setdefault(d, []).append((rank, svc.namespace, svc.hostname, svc))
             order[vh].append(d)
-    winner = {d: min(c, key=lambda x: x[:3]) for d, c in claims.items()}
-    out: dict[str, list[str]] = {}
-    lost: dict[str, tuple[Service, list[str], set[str]]] = {}
-    for svc, port in served:
-        vh = names.virtual_host_name(svc.hostname, port)
-        out[vh] = []
-        for d in order[vh]:
-            w = winner[d][3]
-            if w is svc:
-                out[vh].append(d)
-            else:
-                entry = lost.setdefault(vh, (svc, [], set()))
-                entry[1].append(d)
-                entry[2].add(w.hostname)
-    _report_lost(wp, listener, lost)
-    return out
+    rows = [(vh, svc, order[vh]) for vh, svc in ((names.virtual_host_name(s.hostname, p), s) for s, p in served)]
+    return _split(wp, listener, rows, {d: min(c, key=lambda x: x[:3])[3] for d, c in claims.items()})
