@@ -96,10 +96,18 @@ def test_route_resources_are_separate_messages() -> None:
     assert translate(snap, WAYPOINT).resources.of_type(types.ROUTE)[name] == second.of_type(types.ROUTE)[name]
 
 
-def test_source_lists_are_sorted_strings() -> None:
-    from istiod_lite.translate import source_lists
+def test_sources_are_sorted_strings_made_on_lookup() -> None:
+    """ResourceSet.sources' contract ((type, name) -> sorted distinct "Kind/ns/name" strings, iterated in key
+    order) from translate()'s keys, converted on lookup (types.SourcesByType)."""
     a, b = ConfigKey("ServiceEntry", "shop", "b"), ConfigKey("DestinationRule", "shop", "a")
-    out = source_lists({("t", "y"): {a, b}, ("t", "x"): {b, a}, ("t", "z"): {a}})
-    assert list(out) == [("t", "x"), ("t", "y"), ("t", "z")]
-    assert out[("t", "x")] == out[("t", "y")] == ("DestinationRule/shop/a", "ServiceEntry/shop/b")
-    assert out[("t", "z")] == ("ServiceEntry/shop/b",)
+    shared = (a, b, a)
+    out = types.SourcesByType({"t2": {"y": shared, "x": shared}, "t1": {"z": {a}, "w": ("Gateway/shop/wp",)}})
+    assert list(out) == [("t1", "w"), ("t1", "z"), ("t2", "x"), ("t2", "y")]
+    assert out[("t2", "x")] == ("DestinationRule/shop/a", "ServiceEntry/shop/b")
+    assert out[("t2", "x")] is out[("t2", "y")]  # one conversion per shared collection
+    assert out[("t1", "z")] == ("ServiceEntry/shop/b",) and out[("t1", "w")] == ("Gateway/shop/wp",)
+    assert ("t1", "z") in out and ("t1", "q") not in out and ("t9", "z") not in out and len(out) == 4
+    assert out == {("t1", "w"): ("Gateway/shop/wp",), ("t1", "z"): ("ServiceEntry/shop/b",),
+                   ("t2", "x"): ("DestinationRule/shop/a", "ServiceEntry/shop/b"),
+                   ("t2", "y"): ("DestinationRule/shop/a", "ServiceEntry/shop/b")}
+    assert out.get(("t1", "q")) is None

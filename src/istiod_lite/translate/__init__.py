@@ -24,13 +24,13 @@ services, ports or VIPs a waypoint serves).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from collections.abc import Set
-from itertools import repeat
+from collections.abc import Collection
+from itertools import chain
 from typing import Mapping
 
 from istiod_lite.model.meta import ConfigKey, Issue
 from istiod_lite.model.snapshot import ConfigSnapshot
-from istiod_lite.translate import clusters, endpoints, hbone, listeners, routes, tcp
+from istiod_lite.translate import clusters, hbone, listeners, routes, tcp
 from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.gc_pause import paused_gc
 from istiod_lite.translate.options import TranslateOptions
@@ -86,6 +86,7 @@ def _translate_waypoint(wp: Waypoint) -> TranslateResult:
     out: dict[str, dict] = {types.LISTENER: {}, types.SCOPED_ROUTE: {}, types.ROUTE: {}, types.CLUSTER: {},
                             types.ENDPOINT: {}}
     sources: dict[tuple[str, str], set[ConfigKey]] = {}
+    ready: dict[tuple[str, str], tuple[str, ...]] = {}  # sources already as sorted "Kind/ns/name" tuples
 
     refs = clusters.inbound_refs(wp, drs)
     for gl in wp.http_listeners():
@@ -98,7 +99,7 @@ def _translate_waypoint(wp: Waypoint) -> TranslateResult:
             sources[(types.ROUTE, rr.config.name)] = rr.sources | routes.dr_sources(drs, rr.refs)
         for s in lr.scopes:
             out[types.SCOPED_ROUTE][s.name] = s
-            sources[(types.SCOPED_ROUTE, s.name)] = set(lr.scope_sources[s.name])
+            ready[(types.SCOPED_ROUTE, s.name)] = lr.scope_sources[s.name]
         refs.extend(lr.refs)
 
     for tl in tcp.build_listeners(wp, drs):
@@ -108,38 +109,23 @@ def _translate_waypoint(wp: Waypoint) -> TranslateResult:
 
     refs.extend(hbone.add_listeners(wp, drs, out, sources))  # HBONE listener: the ambient layout
 
-    built, eds_refs, cluster_sources = clusters.build_clusters(wp, drs, refs)
-    out[types.CLUSTER].update(built)
-    cla, eds_sources = endpoints.eds_assignments(wp, drs, eds_refs)
-    out[types.ENDPOINT].update(cla)
+    built = clusters.build_clusters(wp, drs, refs)
+    out[types.CLUSTER].update(built.clusters)
+    out[types.ENDPOINT].update(built.assignments)
     hbone.rewrite_upstreams(wp, drs, out)  # in-mesh endpoints through connect_originate (no-op without HBONE)
 
     resources = {t: _sorted(v) for t, v in out.items()}
-    lists = source_lists(sources)
-    for t, named in ((types.CLUSTER, cluster_sources), (types.ENDPOINT, eds_sources)):
-        lists.update(zip(zip(repeat(t), named), named.values()))  # (already sorted strings)
-    return TranslateResult(types.ResourceSet(resources, {k: lists[k] for k in sorted(lists)}),
+    by_type: dict[str, dict[str, Collection[ConfigKey | str]]] = {}
+    for (t, name), keys in chain(sources.items(), ready.items()):
+        named = by_type.get(t)
+        if named is None:
+            named = by_type[t] = {}
+        named[name] = keys
+    for t, named in ((types.CLUSTER, built.cluster_sources), (types.ENDPOINT, built.assignment_sources)):
+        by_type[t] = {**by_type[t], **named} if t in by_type else named  # (HBONE adds fixed clusters)
+    # (the "Kind/ns/name" strings are made when someone looks a resource's sources up: types.SourcesByType)
+    return TranslateResult(types.ResourceSet(resources, types.SourcesByType(by_type)),
                            tuple(sorted(set(wp.issues), key=_issue_order)))
-
-
-def source_lists(sources: Mapping[tuple[str, str], Set[ConfigKey]]) -> dict[tuple[str, str], tuple[str, ...]]:
-    """(type, name) -> sorted "Kind/ns/name" strings, in key order. Equal sets are converted once (a set object
-    once by identity, equal contents once); str() of each key once."""
-    text: dict[ConfigKey, str] = {}
-    done: dict[frozenset, tuple[str, ...]] = {}
-    by_id: dict[int, tuple[str, ...]] = {}  # (the sets are alive in `sources` meanwhile: ids are stable)
-    out = {}
-    for k in sorted(sources):
-        v = sources[k]
-        hit = by_id.get(id(v))
-        if hit is None:
-            f = v if type(v) is frozenset else frozenset(v)
-            hit = done.get(f)
-            if hit is None:
-                hit = done[f] = tuple(sorted([text.get(x) or text.setdefault(x, str(x)) for x in f]))
-            by_id[id(v)] = hit
-        out[k] = hit
-    return out
 
 
 def _issue_order(i: Issue) -> tuple:

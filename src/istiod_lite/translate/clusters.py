@@ -11,11 +11,12 @@ reported once per DestinationRule (dr_report.py).
 
 from __future__ import annotations
 
-from operator import attrgetter
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 
 from istiod_lite.model.meta import ConfigKey, warning
 from istiod_lite.translate import cluster_lb, cluster_policy, cluster_tls, dr_report, endpoints, wire
@@ -92,6 +93,12 @@ def _body(wp: Waypoint, ref: ClusterRef, policy: Mapping[str, Any], name: str) -
     return c, eds
 
 
+def _eds_template(wp: Waypoint, ref: ClusterRef, policy: Mapping[str, Any], drs: DestinationRules
+                  ) -> tuple[bytes, bool]:
+    """`_eds_cluster`'s template (every field but the name) and EDS flag."""
+    return _template(wp, ref, policy, drs.policy_text(policy))
+
+
 def _eds_cluster(wp: Waypoint, ref: ClusterRef, policy: Mapping[str, Any], text: str
                  ) -> tuple[bytes, bool]:
     """A cluster without inline endpoints (EDS, or ORIGINAL_DST by a PASSTHROUGH load balancer) from a
@@ -99,6 +106,12 @@ def _eds_cluster(wp: Waypoint, ref: ClusterRef, policy: Mapping[str, Any], text:
     the port's protocol, so clusters of equal policies (every cluster
     without a DestinationRule, or with the same policy) are serialized once and parsed per name. The bytes are
     the ones `_body` gives (fields serialize in field-number order whatever the order they were set in)."""
+    template, eds = _template(wp, ref, policy, text)
+    # the name field (1) + the template (no name): the deterministic serialization (fields in number order)
+    return wire.string(1, ref.name) + template, eds
+
+
+def _template(wp: Waypoint, ref: ClusterRef, policy: Mapping[str, Any], text: str) -> tuple[bytes, bool]:
     memo = wp.__dict__.get(_TEMPLATES)
     if memo is None:
         memo = wp.__dict__[_TEMPLATES] = {}
@@ -107,8 +120,7 @@ def _eds_cluster(wp: Waypoint, ref: ClusterRef, policy: Mapping[str, Any], text:
     if hit is None:
         c, eds = _body(wp, ref, policy, "")
         hit = memo[key] = (c.SerializeToString(), eds)
-    # the name field (1) + the template (no name): the deterministic serialization (fields in number order)
-    return wire.string(1, ref.name) + hit[0], hit[1]
+    return hit
 
 
 def build_cluster(wp: Waypoint, drs: DestinationRules, ref: ClusterRef) -> tuple[cluster_pb2.Cluster, bool, set[ConfigKey]]:
@@ -152,38 +164,89 @@ def _check_failover(wp: Waypoint, rule, ref: ClusterRef, policy: Mapping[str, An
                           "FailoverNeedsOutlierDetection"))
 
 
-def build_clusters(wp: Waypoint, drs: DestinationRules, refs: list[ClusterRef]
-                   ) -> tuple[dict[str, Encoded], dict[str, ClusterRef], dict[str, tuple[str, ...]]]:
-    """(clusters by name as the `Encoded` the cache serves, EDS refs by cluster name, sources by cluster name as
-    `DestinationRules.source_text` gives them), each in name order."""
-    clusters: dict[str, Encoded] = {}
-    eds_refs: dict[str, ClusterRef] = {}
-    sources: dict[str, tuple[str, ...]] = {}
+@dataclass
+class BuiltClusters:
+    """What `build_clusters` gives: the clusters and the EDS ClusterLoadAssignments by name, as the `Encoded` the
+    cache serves, and the sources of each (the keys of the service and DestinationRules read; resources of one
+    service with the same sources share one tuple)."""
+
+    clusters: dict[str, Encoded] = field(default_factory=dict)
+    cluster_sources: dict[str, tuple[ConfigKey, ...]] = field(default_factory=dict)
+    assignments: dict[str, Encoded] = field(default_factory=dict)
+    assignment_sources: dict[str, tuple[ConfigKey, ...]] = field(default_factory=dict)
+
+
+def build_clusters(wp: Waypoint, drs: DestinationRules, refs: list[ClusterRef]) -> BuiltClusters:
+    """The cluster of each distinct name in `refs` (the first ref of a name wins) and, for an EDS cluster, its
+    ClusterLoadAssignment: `build_cluster` + `endpoints.eds_assignment` of each, in one pass that does the
+    per-service work (DestinationRule lookup and report, endpoints, source keys) once per run of refs of one
+    service (clusters.inbound_refs lists a service's refs together). The dicts are in `refs` order, not sorted."""
+    out = BuiltClusters()
+    clusters, cluster_sources = out.clusters, out.cluster_sources
+    assignments, assignment_sources = out.assignments, out.assignment_sources
     reported: set[ConfigKey] = set()
-    seen_rules: set[int] = set()  # ids of the rules whose DRs are reported (the rules live in drs: ids stable)
-    for_service = drs.for_service
-    source_text = drs.source_text
-    for ref in sorted(refs, key=_name_of):
+    templates: dict[tuple[int, str], tuple[Mapping[str, Any], bytes, bool]] = {}  # (id(policy), protocol) ->
+    eds_memo = endpoints.memo(wp)
+    effective = drs.effective
+    named = Encoded.named
+    svc = rule = svc_key = policy_source = eps = None
+    keys: dict[tuple[int, int], tuple[ConfigKey, ...]] = {}  # this service's source tuples by the other keys' ids
+    inline = False
+    for ref in refs:
         name = ref.name
         if name in clusters:
             continue
-        rule = for_service(ref.service)
-        if rule is not None and id(rule) not in seen_rules:
-            seen_rules.add(id(rule))
-            for key in rule.keys:
-                if key not in reported:
-                    reported.add(key)
-                    dr_report.report_destination_rule(wp, wp.snapshot.config(key))
-        c, eds, keys = _build(wp, drs, ref, rule)
-        clusters[name] = Encoded(types.CLUSTER, name, c, _CLUSTER) if isinstance(c, bytes) \
-            else Encoded.of(types.CLUSTER, c, name)
-        svc_key, policy_source, subset_source = keys
-        # (a subset of the DR with the top-level policy adds no source: one memo entry per service, not two)
-        sources[name] = source_text(svc_key, policy_source,
-                                    subset_source if subset_source is not policy_source else None)
+        if ref.service is not svc:
+            svc = ref.service
+            rule = drs.for_service(svc)
+            if rule is not None:
+                for key in rule.keys:
+                    if key not in reported:
+                        reported.add(key)
+                        dr_report.report_destination_rule(wp, wp.snapshot.config(key))
+            policy_source = rule.policy_source if rule is not None else None
+            svc_key = svc.key
+            inline = svc.resolution in _INLINE_RESOLUTIONS
+            eps = endpoints.canonical(eds_memo, svc.endpoints)
+            keys = {}
+        port, subset = ref.port, ref.subset
+        policy = effective(rule, port.number, subset)
+        if inline:
+            c, eds = _body(wp, ref, policy, name)
+            clusters[name] = Encoded.of(types.CLUSTER, c, name)
+        else:
+            hit = templates.get((id(policy), port.protocol))
+            if hit is None or hit[0] is not policy:
+                hit = templates[(id(policy), port.protocol)] = (policy, *_eds_template(wp, ref, policy, drs))
+            clusters[name] = named(_CLUSTER_URL, name, hit[1], _CLUSTER)
+            eds = hit[2]
+        if rule is not None and policy.get("loadBalancer") is not None:  # (else no locality failover setting)
+            _check_failover(wp, rule, ref, policy)
+        subset_source = subset.source if subset is not None else None
+        # (a subset of the DR with the top-level policy adds no source: its clusters share the service's tuple)
+        other = subset_source if subset_source is not policy_source else None
+        src = keys.get((id(policy_source), id(other)))
+        if src is None:
+            src = keys[(id(policy_source), id(other))] = _keys(svc_key, policy_source, other)
+        cluster_sources[name] = src
         if eds:
-            eds_refs[name] = ref
-    return clusters, eds_refs, sources
+            if subset is not None:  # (endpoints.eds_assignment looks the subset up by name in the rule)
+                same = rule.subset(subset.name) if rule is not None and subset.name else None
+                if same is not subset:
+                    policy = effective(rule, port.number, same)
+            assignments[name] = named(_ENDPOINT_URL, name,
+                                      endpoints.assignment_body(wp, eds_memo, ref, policy, eps), _CLA)
+            src = keys.get((id(subset_source), id(None)))
+            if src is None:  # (the same tuple as a cluster's when its sources are the same keys)
+                src = keys[(id(subset_source), id(None))] = _keys(svc_key, subset_source, None)
+            assignment_sources[name] = src
+    return out
 
 
-_name_of = attrgetter("name")
+def _keys(a: ConfigKey, b: ConfigKey | None, c: ConfigKey | None) -> tuple[ConfigKey, ...]:
+    return (a,) if b is None and c is None else (a, b) if c is None else (a, c) if b is None else (a, b, c)
+
+
+_CLUSTER_URL = types.CLUSTER
+_ENDPOINT_URL = types.ENDPOINT
+_CLA = endpoint_pb2.ClusterLoadAssignment

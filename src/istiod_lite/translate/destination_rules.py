@@ -26,7 +26,7 @@ are overridden when the subset sets them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 
@@ -106,8 +106,6 @@ class DestinationRules:
         self._hashes: dict[int, tuple[Mapping[str, Any], list]] = {}
         self._by_id: dict[int, tuple[Service, MergedRule | None]] = {}
         self._namespace = wp.namespace
-        self._source_texts: dict[tuple[int, int, int], tuple[Any, Any, Any, tuple[str, ...]]] = {}
-        self._key_texts: dict[int, tuple[ConfigKey, str]] = {}
         self._label_memo: dict[tuple, tuple[tuple[str, str], ...]] = {}
         if report_selectors:
             for issue in selector_issues(wp):
@@ -198,27 +196,6 @@ class DestinationRules:
             hit = self._texts[id(policy)] = (policy, repr(policy))
         return hit[1]
 
-    def source_text(self, a: ConfigKey, b: ConfigKey | None = None, c: ConfigKey | None = None
-                    ) -> tuple[str, ...]:
-        """The sorted distinct "Kind/ns/name" strings of the keys given (None skipped): the sources of a cluster
-        or its endpoints (its service and DestinationRules), memoised by the keys' identities, so that resources
-        with the same sources share one tuple."""
-        mk = (id(a), id(b), id(c))
-        hit = self._source_texts.get(mk)
-        if hit is not None and hit[0] is a and hit[1] is b and hit[2] is c:
-            return hit[3]
-        texts = self._key_texts
-        out = set()
-        for k in (a, b, c):
-            if k is not None:
-                t = texts.get(id(k))
-                if t is None or t[0] is not k:
-                    t = texts[id(k)] = (k, str(k))
-                out.add(t[1])
-        text = tuple(sorted(out))
-        self._source_texts[mk] = (a, b, c, text)
-        return text
-
     def _ns_rank(self, ns: str, service: Service) -> int:
         order = (self._wp.namespace, service.namespace, self._wp.snapshot.root_namespace)
         return order.index(ns) if ns in order else len(order)
@@ -227,19 +204,22 @@ class DestinationRules:
         cands = self._candidates(service)
         if not cands:
             return None
+        if len(cands) == 1:  # the common case: one DR for the host (same result as below, without ranking)
+            host, dr = cands[0]
+            return self._merge(host, (dr,))
 
         def rank(c: tuple[str, IstioConfig]) -> tuple:
             ns_rank = self._ns_rank(c[1].namespace, service)
             # "other" namespaces are searched one at a time, in name order
             return (ns_rank, c[1].namespace if ns_rank == 3 else "", _specificity(c[0]))
 
-        if len(cands) == 1:  # the common case: one DR for the host (same result as below, without ranking)
-            best, chosen = cands[0], [cands[0][1]]
-        else:
-            best = min(cands, key=lambda c: (rank(c), _age(c[1])))
-            best_rank = rank(best)
-            chosen = sorted((dr for host, dr in cands if host == best[0] and rank((host, dr)) == best_rank),
-                            key=_age)
+        best = min(cands, key=lambda c: (rank(c), _age(c[1])))
+        best_rank = rank(best)
+        return self._merge(best[0], sorted((dr for host, dr in cands if host == best[0] and rank((host, dr)) == best_rank),
+                                           key=_age))
+
+    def _merge(self, host: str, chosen: Sequence[IstioConfig]) -> MergedRule:
+        """Istio ``mergeDestinationRule`` of the DRs `chosen` for `host` (oldest first)."""
         subsets: list[Subset] = []
         seen: set[str] = set()
         policy = None
@@ -250,21 +230,27 @@ class DestinationRules:
                 if policy is None:
                     policy, policy_source = spec["trafficPolicy"], key
                 else:
-                    self._wp.report(warning(key, "spec.trafficPolicy", f"host {best[0]} already has a "
+                    self._wp.report(warning(key, "spec.trafficPolicy", f"host {host} already has a "
                                             f"top-level trafficPolicy from the older {policy_source}; this one "
                                             "is ignored (Istio merge: first wins)", "Shadowed"))
             for i, s in enumerate(spec.get("subsets") or ()):
-                name = str(s.get("name", ""))
+                name = s.get("name", "")
+                if type(name) is not str:
+                    name = str(name)
                 if name in seen:
                     self._wp.report(warning(key, f"spec.subsets[{i}].name", f"subset {name!r} for host "
-                                            f"{best[0]} is already defined by another DestinationRule; ignored",
+                                            f"{host} is already defined by another DestinationRule; ignored",
                                             "DuplicateSubset"))
                     continue
                 seen.add(name)
-                subsets.append(_new(Subset, name=name, labels=self._labels(s.get("labels")),
-                                    traffic_policy=s.get("trafficPolicy"), source=key, index=i))
-        return _new(MergedRule, host=best[0], traffic_policy=policy, subsets=tuple(subsets),
-                    keys=tuple(dr.meta.key for dr in chosen), policy_source=policy_source)
+                sub = _object(Subset)
+                sub.__dict__.update(name=name, labels=self._labels(s.get("labels")),
+                                    traffic_policy=s.get("trafficPolicy"), source=key, index=i)
+                subsets.append(sub)
+        rule = _object(MergedRule)
+        rule.__dict__.update(host=host, traffic_policy=policy, subsets=tuple(subsets),
+                             keys=tuple([dr.meta.key for dr in chosen]), policy_source=policy_source)
+        return rule
 
     def _labels(self, raw: Mapping[str, Any] | None) -> tuple[tuple[str, str], ...]:
         """A subset's labels as sorted (str, str) pairs; equal label maps share one tuple per translation."""
@@ -280,12 +266,9 @@ class DestinationRules:
         return hit
 
 
-def _new(cls: type, **fields: Any) -> Any:
-    """`cls(**fields)` for the frozen dataclasses above without their generated __init__ (one
-    object.__setattr__ per field: ~3 us per object, the bulk of a DR lookup); same fields, same object."""
-    obj = object.__new__(cls)
-    obj.__dict__.update(fields)
-    return obj
+_object = object.__new__  # `_object(cls)` + `__dict__.update(fields)`: `cls(**fields)` for the frozen dataclasses
+# above without their generated __init__ (one object.__setattr__ per field: ~3 us per object, the bulk of a DR
+# lookup); same fields, same object.
 
 
 def port_level(policy: Mapping[str, Any] | None, port: int) -> dict[str, Any]:

@@ -59,7 +59,7 @@ def _tls_issues(wp: Waypoint, key: ConfigKey, tls: Mapping[str, Any], path: str)
 def _policy_issues(wp: Waypoint, key: ConfigKey, policy: Mapping[str, Any] | None, path: str) -> None:
     if not policy:
         return
-    for f in sorted(set(policy) - POLICY_FIELDS):
+    for f in () if policy.keys() <= POLICY_FIELDS else sorted(set(policy) - POLICY_FIELDS):
         wp.report(warning(key, f"{path}.{f}", NOT_APPLICABLE.get(f, f"{f} is not supported yet; ignored"),
                           "NotApplicable" if f in NOT_APPLICABLE else "Unsupported"))
     if policy.get("loadBalancer"):
@@ -76,8 +76,10 @@ def _policy_issues(wp: Waypoint, key: ConfigKey, policy: Mapping[str, Any] | Non
 
 
 def report_destination_rule(wp: Waypoint, dr: IstioConfig) -> None:
-    for f in sorted(set(dr.spec) - DR_FIELDS):
+    spec = dr.spec
+    for f in () if spec.keys() <= DR_FIELDS else sorted(set(spec) - DR_FIELDS):
         wp.report(warning(dr.key, f"spec.{f}", f"{f} is not supported yet; ignored"))
-    _policy_issues(wp, dr.key, dr.spec.get("trafficPolicy"), "spec.trafficPolicy")
-    for i, s in enumerate(dr.spec.get("subsets") or ()):
-        _policy_issues(wp, dr.key, s.get("trafficPolicy"), f"spec.subsets[{i}].trafficPolicy")
+    _policy_issues(wp, dr.key, spec.get("trafficPolicy"), "spec.trafficPolicy")
+    for i, s in enumerate(spec.get("subsets") or ()):
+        if s.get("trafficPolicy"):
+            _policy_issues(wp, dr.key, s["trafficPolicy"], f"spec.subsets[{i}].trafficPolicy")

@@ -18,8 +18,6 @@ from istiod_lite.translate import cluster_lb, dr_locality, wire
 from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.destinations import ClusterRef
 from istiod_lite.translate.waypoint import Waypoint
-from istiod_lite.xds import types
-from istiod_lite.xds.types import Encoded
 
 _MEMO = "_istiod_lite_eds_memo"
 EndpointTuple = tuple[str, int, int, str]  # (address, port, weight, locality)
@@ -101,64 +99,54 @@ def locality_assignment(wp: Waypoint, ref: ClusterRef, policy: Mapping[str, Any]
 
 def eds_assignment(wp: Waypoint, ref: ClusterRef) -> endpoint_pb2.ClusterLoadAssignment:
     """The EDS resource of `ref`'s cluster (the incremental translator calls this per EDS cluster; translate()
-    calls `eds_assignments`).
+    builds them with the clusters, clusters.build_clusters).
 
     Memoised per translation by everything it reads besides the name (the service's endpoints, the port, the
     subset's labels, the policy's loadBalancer and whether it has outlierDetection; the waypoint is fixed):
     services with equal endpoints and policies share serialized bytes, each result is a fresh message. Equal
-    endpoint tuples are hashed once per tuple object (`_canonical`), policies once per policy dict."""
+    endpoint tuples are hashed once per tuple object (`canonical`), policies once per policy dict."""
     drs = DestinationRules.of(wp)
     rule = drs.for_service(ref.service)
     name = ref.subset.name if ref.subset is not None else None
     policy = drs.effective(rule, ref.port.number, rule.subset(name) if rule is not None and name else None)
-    return _CLA_FROM_BYTES(_assignment(wp, _memo(wp), ref, policy))
+    return _CLA_FROM_BYTES(_assignment(wp, memo(wp), ref, policy))
 
 
-def eds_assignments(wp: Waypoint, drs: DestinationRules, refs: Mapping[str, ClusterRef]
-                    ) -> tuple[dict[str, Encoded], dict[str, tuple[str, ...]]]:
-    """`eds_assignment` of each (name, ref) in `refs` (in its order) as the `Encoded` the cache serves, and the
-    sources of each: the service and the subset's DestinationRule (`DestinationRules.source_text`)."""
-    memo = _memo(wp)
-    out: dict[str, Encoded] = {}
-    sources: dict[str, tuple[str, ...]] = {}
-    for_service = drs.for_service
-    effective = drs.effective
-    source_text = drs.source_text
-    for name, ref in refs.items():
-        svc, subset = ref.service, ref.subset
-        rule = for_service(svc)
-        sub = rule.subset(subset.name) if subset is not None and rule is not None and subset.name else None  # (as above)
-        out[name] = Encoded(_ENDPOINT, name, _assignment(wp, memo, ref, effective(rule, ref.port.number, sub)), _CLA)
-        sources[name] = source_text(svc.key, subset.source if subset is not None else None)
-    return out, sources
-
-
-def _memo(wp: Waypoint) -> dict:
-    memo = wp.__dict__.get(_MEMO)
-    if memo is None:
-        memo = wp.__dict__[_MEMO] = {}
-    return memo
+def memo(wp: Waypoint) -> dict:
+    """This translation's memo of `assignment_body` and `canonical` (kept on the waypoint)."""
+    found = wp.__dict__.get(_MEMO)
+    if found is None:
+        found = wp.__dict__[_MEMO] = {}
+    return found
 
 
 def _assignment(wp: Waypoint, memo: dict, ref: ClusterRef, policy: Mapping[str, Any]) -> bytes:
     """The serialized ClusterLoadAssignment of `ref`."""
+    # cluster_name (1) + the template: the deterministic serialization (fields in number order)
+    return wire.string(1, ref.name) + assignment_body(wp, memo, ref, policy, canonical(memo, ref.service.endpoints))
+
+
+def assignment_body(wp: Waypoint, memo: dict, ref: ClusterRef, policy: Mapping[str, Any],
+                    endpoints: tuple[Endpoint, ...]) -> bytes:
+    """`ref`'s ClusterLoadAssignment serialized without its cluster_name (field 1): a template shared by the
+    clusters with equal endpoints, port, subset labels and locality policy. `endpoints`: `canonical(memo,
+    ref.service.endpoints)` (a batch computes it once per service)."""
     pk = memo.get(("policy", id(policy)))
     if pk is None or pk[0] is not policy:
         pk = memo[("policy", id(policy))] = (policy, repr(policy.get("loadBalancer")),
                                              policy.get("outlierDetection") is not None)
     port = ref.port
-    key = (id(_canonical(memo, ref.service.endpoints)), port.number, port.target_port,
-           ref.subset.labels if ref.subset is not None else None, pk[1], pk[2])
+    key = (id(endpoints), port.number, port.target_port, ref.subset.labels if ref.subset is not None else None,
+           pk[1], pk[2])
     body = memo.get(key)
     if body is None:
         cla = locality_assignment(wp, ref, policy)
         cla.cluster_name = ""  # the template: every field but cluster_name (1)
         body = memo[key] = cla.SerializeToString(deterministic=True)
-    # cluster_name (1) + the template: the deterministic serialization (fields in number order)
-    return wire.string(1, ref.name) + body
+    return body
 
 
-def _canonical(memo: dict, eps: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
+def canonical(memo: dict, eps: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
     """The first endpoint tuple equal to `eps` this translation (kept alive by the memo, so its id is a content
     key); each tuple object is hashed once."""
     hit = memo.get(("eps", id(eps)))
@@ -171,4 +159,3 @@ def _canonical(memo: dict, eps: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
 
 _CLA = endpoint_pb2.ClusterLoadAssignment
 _CLA_FROM_BYTES = _CLA.FromString
-_ENDPOINT = types.ENDPOINT
