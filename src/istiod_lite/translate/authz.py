@@ -145,13 +145,21 @@ class _Part:
     ``RBACPerRoute`` and the virtual host's ``typed_per_filter_config`` entry when the policy is alone in its filter
     (the usual case), encoded from its content's `Shape`; `entries()` when it shares the filter."""
 
-    __slots__ = ("policy", "filter", "action", "invalid", "prefix", "shape", "report", "packed", "vh")
+    __slots__ = ("policy", "filter", "action", "invalid", "prefix", "shape", "report", "_packed", "vh")
 
     def __init__(self, policy: IstioConfig, filt: str, action: str, invalid: bool, prefix: str,
                  shape: authz_wire.Shape, report: tuple[Issue, ...]) -> None:
         self.policy, self.filter, self.action, self.invalid = policy, filt, action, invalid
         self.prefix, self.shape, self.report = prefix, shape, report
-        self.packed, self.vh = shape.encode(prefix) if shape.entries else (b"", b"")
+        self._packed: bytes | None = None
+        self.vh = shape.encode_vh(prefix) if shape.entries else b""
+
+    @property
+    def packed(self) -> bytes:
+        """The serialized RBACPerRoute (encoded on first use: virtual hosts need only `vh`)."""
+        if self._packed is None:
+            self._packed = self.shape.encode(self.prefix)[0] if self.shape.entries else b""
+        return self._packed
 
     def entries(self) -> list[tuple[str, bytes]]:
         """(RBAC policy name, encoded map entry) in name order."""
@@ -182,25 +190,54 @@ def virtual_host_part(wp: Waypoint, service: Service, port: int | None = None, p
     """(keys of the attached policies (`policy_keys`), the virtual host's ``typed_per_filter_config`` entries
     (field 15) encoding `virtual_host_config` in key order): what routes.py appends to a virtual host, with one
     attachment lookup for both."""
-    policies, filters = _filters(wp, service, port, peer_identity)
-    keys = [p.meta.key for p in policies]
-    if not filters:
+    policies, by_filter, memo = _grouped(wp, service, port, peer_identity)
+    if len(policies) == 2:  # (the usual: a root or waypoint policy and the service's own)
+        keys = [policies[0].meta.key, policies[1].meta.key]
+    else:
+        keys = [p.meta.key for p in policies]
+    n = len(by_filter)
+    if n == 2:  # (the usual: two filters, one part each)
+        (n1, p1), (n2, p2) = by_filter.items()
+        v1 = p1[0].vh if len(p1) == 1 else _shared(memo, n1, p1).vh
+        v2 = p2[0].vh if len(p2) == 1 else _shared(memo, n2, p2).vh
+        return keys, v1 + v2 if n1 < n2 else v2 + v1  # (map entries in key order: _VH_ORDER)
+    if n == 1:
+        for name, parts in by_filter.items():
+            return keys, parts[0].vh if len(parts) == 1 else _shared(memo, name, parts).vh
+    if not n:
         return keys, b""
-    if len(filters) == 1:
-        for h in filters.values():
-            return keys, h.vh
-    return keys, b"".join([h.vh for name in _VH_ORDER if (h := filters.get(name)) is not None])
+    return keys, b"".join([parts[0].vh if len(parts) == 1 else _shared(memo, name, parts).vh
+                           for name in _VH_ORDER if (parts := by_filter.get(name)) is not None])
 
 
 def _filters(wp: Waypoint, service: Service, port: int | None, peer_identity: str
              ) -> tuple[list[IstioConfig], dict[str, _Part | _Shared]]:
     """(the attached policies, filter name (in FILTERS order) -> its configs for the virtual host of `service` on
-    `port`); reports the policies' issues (in attachment order) and, once per translation, the attachment
-    warnings."""
+    `port`); reports as `_grouped`."""
+    policies, by_filter, memo = _grouped(wp, service, port, peer_identity)
+    out: dict[str, _Part | _Shared] = {}
+    for name in FILTERS:
+        parts = by_filter.get(name)
+        if parts is not None:
+            out[name] = parts[0] if len(parts) == 1 else _shared(memo, name, parts)
+    return policies, out
+
+
+def _grouped(wp: Waypoint, service: Service, port: int | None, peer_identity: str
+             ) -> tuple[list[IstioConfig], dict[str, list[_Part]], dict]:
+    """(the attached policies, filter name -> the parts of the policies in it (attachment order; an empty list
+    for the ALLOW filter when ALLOW policies have no rule), the memo); reports the policies' issues (in attachment
+    order) and, once per translation, the attachment warnings."""
     d = wp.__dict__
     if not d.get(_ATTACHMENT_REPORTED):  # once per translation (they do not depend on the service)
         d[_ATTACHMENT_REPORTED] = True
-        for issue in authz_attach.attachment_issues(wp):
+        memo = d.get(_MEMO)
+        if memo is None:
+            memo = _memo(wp)
+        refs = memo.get("policy refs")
+        if refs is None:
+            refs = memo["policy refs"] = {}
+        for issue in authz_attach.attachment_issues(wp, refs):
             wp.report(issue)
     memo = d.get(_MEMO)
     if memo is None:
@@ -210,13 +247,17 @@ def _filters(wp: Waypoint, service: Service, port: int | None, peer_identity: st
         refs = memo["policy refs"] = {}
     policies = authz_attach.attached(wp, service, refs)  # (one call per virtual host: not memoised per service)
     if not policies:
-        return policies, {}
+        return policies, {}, memo
     served = port if port is not None else _served_port(service, None)
+    parts_memo = memo.get((_PARTS, served, peer_identity))  # id(policy) -> (policy, its _Part)
+    if parts_memo is None:
+        parts_memo = memo[(_PARTS, served, peer_identity)] = {}
     by_filter: dict[str, list[_Part]] = {}
     has_allow = False
     for policy in policies:
-        hit = memo.get(("part", id(policy), served, peer_identity))
-        part = hit[1] if hit is not None and hit[0] is policy else _part(wp, memo, policy, served, peer_identity)
+        hit = parts_memo.get(id(policy))
+        part = hit[1] if hit is not None and hit[0] is policy else \
+            _part(wp, memo, parts_memo, policy, served, peer_identity)
         if part.invalid:
             wp.report(warning(policy.key, "spec", f"the policy is invalid: requests to {service.hostname} are "
                               "denied until it is fixed (fail closed)", "FailClosed"))
@@ -226,7 +267,7 @@ def _filters(wp: Waypoint, service: Service, port: int | None, peer_identity: st
             if part.report:
                 for issue in part.report:
                     wp.report(issue)
-        if part.packed:
+        if part.vh:
             found = by_filter.get(part.filter)
             if found is None:
                 by_filter[part.filter] = [part]
@@ -234,23 +275,21 @@ def _filters(wp: Waypoint, service: Service, port: int | None, peer_identity: st
                 found.append(part)
     if has_allow and RBAC_ALLOW_FILTER not in by_filter:  # ALLOW policies without any rule: nothing is allowed
         by_filter[RBAC_ALLOW_FILTER] = []
-    if len(by_filter) == 1:
-        for name, parts in by_filter.items():
-            return policies, {name: parts[0] if len(parts) == 1 else _shared(memo, name, parts)}
-    out: dict[str, _Part | _Shared] = {}
-    for name in FILTERS:
-        parts = by_filter.get(name)
-        if parts is not None:
-            out[name] = parts[0] if len(parts) == 1 else _shared(memo, name, parts)
-    return policies, out
+    return policies, by_filter, memo
 
 
-def _part(wp: Waypoint, memo: dict, policy: IstioConfig, served: int | None, peer_identity: str) -> _Part:
+_PARTS = "parts"
+
+
+def _part(wp: Waypoint, memo: dict, parts_memo: dict, policy: IstioConfig, served: int | None,
+          peer_identity: str) -> _Part:
     """The `_Part` of `policy`, once per (policy, port, peer identity) per translation (a root-namespace policy
     is attached to every service). Its rules are built and encoded once per content (`_content_shape`)."""
     key = policy.meta.key
     spec = policy.spec
-    action = str((spec.get("action") if isinstance(spec, dict) else None) or ALLOW)
+    action = spec.get("action") if isinstance(spec, dict) else None
+    if type(action) is not str or not action:
+        action = str(action or ALLOW)
     prefix = f"ns[{key.namespace}]-policy[{key.name}]-"  # = policy_name(policy, ""): every RBAC name of it
     known = wp.snapshot.issues_for(key)
     if known and any(i.is_error and i.path.startswith("spec") for i in known):  # invalid: fails closed
@@ -268,7 +307,7 @@ def _part(wp: Waypoint, memo: dict, policy: IstioConfig, served: int | None, pee
         if issues:
             report += issues if origin == key else tuple(replace(x, key=key) for x in issues)
         part = _Part(policy, _FILTER_OF[action], action, False, prefix, shape, report)
-    memo[("part", id(policy), served, peer_identity)] = (policy, part)
+    parts_memo[id(policy)] = (policy, part)
     return part
 
 
@@ -279,7 +318,11 @@ def _content_shape(memo: dict, policy: IstioConfig, action: str, port: int | Non
     `peer_identity` only, so equal policies (the same rules in many policies) are built and encoded once per
     translation; the issues are re-keyed by the caller."""
     rules = policy.spec.get("rules") or ()
-    ck = ("rules", action, policy.meta.key.namespace, port, peer_identity, _content(rules))
+    try:
+        content: bytes | str = marshal.dumps(rules, 2)  # _content(rules), inlined
+    except ValueError:
+        content = repr(rules)
+    ck = ("rules", action, policy.meta.key.namespace, port, peer_identity, content)
     hit = memo.get(ck)
     if hit is None:
         issues: list[Issue] = []

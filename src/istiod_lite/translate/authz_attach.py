@@ -92,9 +92,13 @@ def attached(wp: Waypoint, service: Service, memo: dict | None = None) -> list[I
     if groups is None:
         return every
     if len(own) == 1:  # (the usual: the service's own policy)
-        if id(own[0]) in every_ids or not _names(own[0], kind, groups, name):
+        p = own[0]
+        if id(p) in every_ids:
             return every
-        mine = [own[0]]
+        simple = memo.get(_SIMPLE)
+        if (simple is None or simple.get(id(p)) is not p) and not _names(p, kind, groups, name):
+            return every
+        mine = [p]
     else:
         mine = [p for p in own if id(p) not in every_ids and _names(p, kind, groups, name)]
         if not mine:
@@ -174,14 +178,27 @@ def dry_run(policy: IstioConfig) -> bool:
     return (policy.meta.annotation(DRY_RUN_ANNOTATION) or "").lower() == "true"
 
 
-def attachment_issues(wp: Waypoint) -> list[Issue]:
+def attachment_issues(wp: Waypoint, memo: dict | None = None) -> list[Issue]:
     """Warnings on policies near this waypoint that it does not enforce (selector / no targetRefs / dry-run /
-    targetRefs of kinds a waypoint does not support)."""
-    near = {wp.namespace, wp.snapshot.root_namespace} | {s.namespace for s in wp.services}
+    targetRefs of kinds a waypoint does not support). `memo` (`attached`'s): the policies with nothing to report
+    whose targetRef names are strings are noted there, so that `attached` need not check their targetRefs
+    (`_names` of such a policy found by `policies_targeting(kind, namespace, name)` is True)."""
+    near = {wp.namespace, wp.snapshot.root_namespace} | {s.meta.key.namespace for s in wp.services}
     out: list[Issue] = []
-    for p in (p for ns in sorted(near) for p in wp.snapshot.policies_in(ns)):
-        out.extend(policy_issues(p))
+    simple: dict[int, IstioConfig] | None = None
+    if memo is not None:
+        simple = memo.setdefault(_SIMPLE, {})
+    for ns in sorted(near):
+        for p in wp.snapshot.policies_in(ns):
+            if _clean(p):
+                if simple is not None and all(type(r.get("name")) is str for r in p.spec["targetRefs"]):
+                    simple[id(p)] = p
+            else:
+                out.extend(policy_issues(p))
     return out
+
+
+_SIMPLE = "simple policies"  # attachment_issues' note in `attached`'s memo: id(policy) -> policy
 
 
 _SUPPORTED = frozenset({("Gateway", GATEWAY_GROUP), ("GatewayClass", GATEWAY_GROUP), ("Service", ""),

@@ -68,6 +68,14 @@ class Shape:
             segs = self._segments[len(p)] = self._split(len(p))
         return p.join(segs[0]), p.join(segs[1])
 
+    def encode_vh(self, prefix: str) -> bytes:
+        """`encode(prefix)[1]` alone (the typed_per_filter_config entry)."""
+        p = prefix.encode()
+        segs = self._segments.get(len(p))
+        if segs is None:
+            segs = self._segments[len(p)] = self._split(len(p))
+        return p.join(segs[1])
+
     def _split(self, k: int) -> tuple[list[bytes], list[bytes]]:
         """Both encodings as the byte runs between the places of a k-byte prefix (a chunk None stands for it)."""
         chunks: list[bytes | None] = [self.action]

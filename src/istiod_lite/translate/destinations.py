@@ -159,3 +159,46 @@ def resolve_route_destinations(wp: Waypoint, drs: DestinationRules, vs: IstioCon
                 continue
         out.append(resolve_destination(wp, drs, vs, dest, f"{path}.route[{j}].destination", own, own_port, protocol))
     return out
+
+
+def own_destinations(wp: Waypoint, drs: DestinationRules, own: Service, own_port: ServicePort,
+                     routes: Sequence[Mapping[str, Any]], protocol: str = "http") -> list[ClusterRef] | None:
+    """`resolve_route_destinations` of a rule whose every ``route[j]`` is the usual one (a dict whose
+    destination is `own` by its exact hostname, no port, a defined subset or none, no per-destination
+    ``headers``), as one list; None (nothing reported, nothing resolved) when any is not: the caller then asks
+    `resolve_route_destinations`."""
+    own_host = own.hostname
+    if "." not in own_host or "*" in own_host or not (own_port in own.ports or own.port(own_port.number) is not None):
+        return None
+    memo = wp.__dict__.get(_REFS)
+    if memo is None:
+        memo = wp.__dict__[_REFS] = {}
+    bound = own.waypoint == wp.gateway.meta.key
+    subsets: Any = None
+    out: list[ClusterRef] = []
+    sid, pid = id(own), id(own_port)
+    for r in routes:
+        if type(r) is not dict:
+            return None
+        dest = r.get("destination")
+        if type(dest) is not dict or dest.get("host") != own_host or dest.get("port") or r.get("headers"):
+            return None
+        name = dest.get("subset")
+        if name:
+            if subsets is None:
+                rule = drs.for_service(own)
+                if rule is None:
+                    return None  # SubsetNotFound: reported by resolve_destination
+                subsets = rule.subsets
+            for subset in subsets:  # (rule.subset(name))
+                if subset.name == name:
+                    break
+            else:
+                return None  # SubsetNotFound (or a name that is not a string): reported by resolve_destination
+        else:
+            subset = None
+        hit = memo.get((sid, pid, id(subset), protocol, bound))  # _memo_ref, inlined
+        if hit is None or hit.service is not own or hit.port is not own_port or hit.subset is not subset:
+            hit = _memo_ref(wp, own, own_port, subset, protocol, bound)
+        out.append(hit)
+    return out

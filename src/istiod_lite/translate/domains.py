@@ -52,7 +52,20 @@ def assign(wp: Waypoint, served: list[tuple[Service, int]], listener: str) -> di
     first: dict[str, tuple[int, str, str, Service]] = {}  # domain -> its first claim
     contested: dict[str, list[tuple[int, str, str, Service]]] = {}  # domain -> all its claims, when several
     for svc, port in served:
-        ns, host = svc.namespace, svc.hostname
+        ns, host = svc.meta.key.namespace, svc.hostname
+        if not svc.addresses and ":" not in host and svc.meta.key.kind != "Service":  # `candidates`' usual case
+            low = host.lower()
+            c = (0, ns, host, svc)  # (one claim for both domains: they differ)
+            ds = [low, f"{low}:{port}"]
+            for d in ds:
+                prev = first.setdefault(d, c)
+                if prev is not c:
+                    if d in contested:
+                        contested[d].append(c)
+                    else:
+                        contested[d] = [prev, c]
+            rows.append((f"{host}:{port}", svc, ds))  # names.virtual_host_name
+            continue
         ds = []
         for d, rank in candidates(svc, port, suffix):
             c = (rank, ns, host, svc)

@@ -38,7 +38,7 @@ from istiod_lite.model.istio import IstioConfig
 from istiod_lite.model.service import Service, ServicePort
 from istiod_lite.translate import names, wire
 from istiod_lite.translate.destination_rules import DestinationRules
-from istiod_lite.translate.destinations import ClusterRef, resolve_route_destinations
+from istiod_lite.translate.destinations import ClusterRef, own_destinations, resolve_route_destinations
 from istiod_lite.translate.durations import to_duration
 from istiod_lite.translate.retries import retry_policy
 from istiod_lite.translate.route_cors import cors_policy
@@ -214,7 +214,13 @@ def _load_balanced(policy: Mapping[str, Any] | None) -> bool:
         return False
     if "loadBalancer" in policy:
         return True
-    return any("loadBalancer" in pls for pls in policy.get("portLevelSettings") or ())
+    pls = policy.get("portLevelSettings")
+    if not pls:
+        return False
+    for p in pls:
+        if "loadBalancer" in p:
+            return True
+    return False
 
 
 def _route_hashes(index: DestinationRules, ref: ClusterRef) -> list[rc.RouteAction.HashPolicy]:
@@ -256,6 +262,66 @@ def route_tail(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, rule: Mappi
     if built.spec.get("redirect") or built.spec.get("directResponse"):
         return None, built.refs, built
     return built.route_bytes(), built.refs, None
+
+
+def plain_tail(wp: Waypoint, drs: DestinationRules, rule: Mapping[str, Any], own: Service, own_port: ServicePort
+               ) -> tuple[bytes, list[ClusterRef]] | None:
+    """`route_tail`'s (bytes, refs) of the usual rule, in one pass: no field but name/match/route, every
+    destination the service itself (destinations.own_destinations), at least one left after dropping zero
+    weights, no consistent hashing; None for any other rule (nothing reported: the caller asks `route_tail`)."""
+    if not rule.keys() <= _PLAIN_RULE:
+        return None
+    dests = rule.get("route")
+    if not dests:
+        return None
+    refs = own_destinations(wp, drs, own, own_port, dests)
+    if refs is None:
+        return None
+    string = wire.string
+    if len(dests) == 1:
+        clusters = string(1, refs[0].name)  # RouteAction.cluster
+    else:
+        weighted = []
+        chosen = []
+        weights = _WEIGHTS
+        for r, ref in zip(dests, refs):
+            weight = r.get("weight", 0)
+            if type(weight) is not int:
+                weight = int(weight or 0)
+            if weight == 0:
+                continue
+            w = weights.get(weight)
+            if w is None:
+                w = weights[weight] = wire.ld(2, wire.uint(1, weight))
+            weighted.append(string(1, ref.name) + w)  # _cluster_weight without headers
+            chosen.append(ref)
+        if not chosen:
+            return None  # 503
+        refs = chosen
+        clusters = wire.ld(3, wire.lds(1, weighted) if len(weighted) > 1 else wire.ld(1, weighted[0]))
+    d = wp.__dict__
+    index = d.get(_DR_INDEX)  # DestinationRules.of(wp)
+    if not isinstance(index, DestinationRules):
+        index = DestinationRules.of(wp)
+    merged = index.for_service(own)  # `_route_hashes` of each ref: all are `own`'s
+    if merged is not None:
+        if _load_balanced(merged.traffic_policy):
+            return None
+        for ref in refs:
+            sub = ref.subset
+            if sub is not None:
+                if index is not drs:  # (the usual: the one index, whose subsets the refs hold)
+                    sub = merged.subset(sub.name)
+                if sub is not None and sub.traffic_policy and _load_balanced(sub.traffic_policy):
+                    return None
+    memo = d.get(_MEMO)
+    common = memo.get(_PLAIN) if memo is not None else None
+    if common is None:
+        common = _common_bytes(wp, None, "", None, None, False, [])
+    return wire.ld(2, clusters + common), refs
+
+
+_DR_INDEX = "_istiod_lite_destination_rules"  # where DestinationRules.of finds this translation's index
 
 
 def _build(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, rule: Mapping[str, Any], path: str,

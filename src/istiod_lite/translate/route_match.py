@@ -123,9 +123,7 @@ def build_matches(wp: Waypoint, vs: IstioConfig, rule: Mapping[str, Any], path: 
     every block was dropped (the rule produces no route)."""
     blocks = rule.get("match") or []
     if not blocks:
-        memo = wp.__dict__.get(_MEMO)
-        hit = memo.get(_NO_MATCH) if memo is not None else None  # (the usual: `_memo_match(wp, {})`, kept by repr)
-        return [hit[0] if hit is not None else _memo_match(wp, {})]
+        return [no_match(wp)]
     out = []
     for i, spec in enumerate(blocks):
         mpath = f"{path}.match[{i}]"
@@ -152,6 +150,13 @@ def build_matches(wp: Waypoint, vs: IstioConfig, rule: Mapping[str, Any], path: 
 
 _MEMO = "_istiod_lite_match_memo"
 _NO_MATCH = repr({})
+
+
+def no_match(wp: Waypoint) -> Match:
+    """The one Match of a rule without ``match`` (a catch-all): `_memo_match(wp, {})`."""
+    memo = wp.__dict__.get(_MEMO)
+    hit = memo.get(_NO_MATCH) if memo is not None else None  # (the usual: kept by repr)
+    return hit[0] if hit is not None else _memo_match(wp, {})
 
 
 def _memo_match(wp: Waypoint, spec: Mapping[str, Any]) -> Match:

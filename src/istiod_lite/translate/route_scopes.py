@@ -62,7 +62,11 @@ def scope_key(domain: str) -> str:
 
 def is_scoped(doms: dict[str, list[str]]) -> bool:
     """Whether a listener with these virtual host domains uses Scoped RDS (no wildcard domain)."""
-    return not any("*" in d for ds in doms.values() for d in ds)
+    for ds in doms.values():
+        for d in ds:
+            if "*" in d:
+                return False
+    return True
 
 
 def key_owners(doms: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -107,6 +111,14 @@ def with_vhost_bytes(name: str, vhosts: list[tuple[str, bytes]], scoped: bool = 
     else:  # RouteConfiguration.virtual_hosts
         body = wire.lds(2, [b for _, b in sorted(vhosts, key=lambda v: v[0])])
     return Encoded(types.ROUTE, name, wire.string(1, name) + body + _HEADS[scoped], route_pb2.RouteConfiguration)
+
+
+def own_config(port: int, hostname: str, vhost: bytes) -> Encoded:
+    """`with_vhost_bytes(names.service_route_config_name(port, hostname), [(..., vhost)])`: a service's own
+    RouteConfiguration (scoped), from its one serialized virtual host."""
+    name = f"http.{port}/{hostname}"  # names.service_route_config_name
+    return Encoded(types.ROUTE, name, b"".join((wire.string(1, name), wire.ld(2, vhost), _HEADS[True])),
+                   route_pb2.RouteConfiguration)
 
 
 def scope(port: int, key: str, route_config: str, port_fragment: bytes | None = None) -> Encoded:
@@ -155,6 +167,32 @@ class ScopePlan:
             out.append(_scope(scope_name, string(1, scope_name) + string(2, cfg)
                               + wire.ld(3, fragment + wire.ld(1, key))))
         return out
+
+    def scopes_and_sources(self, service_keys: dict[str, ConfigKey], waypoint: ConfigKey
+                           ) -> tuple[list[Encoded], dict[str, tuple[str, ...]]]:
+        """(`scopes()`, `scope_sources(service_keys, waypoint)`) in one pass over the keys."""
+        port, vh_host = self.port, self.vh_host
+        ld, string = wire.ld, wire.string
+        fragment = _port_fragment(port)
+        head = f"http.{port}|"  # names.route_scope_name(port, key) = head + key
+        cfg_head = f"http.{port}/"  # names.service_route_config_name(port, host) = cfg_head + host
+        w = str(waypoint)
+        scopes = []
+        sources: dict[str, tuple[str, ...]] = {}
+        for k, vhs in self.owners.items():
+            scope_name = head + k
+            if len(vhs) == 1:  # the usual: the service's own RouteConfiguration; sources sorted({w, s})
+                host = vh_host[vhs[0]]
+                cfg = cfg_head + host
+                s = str(service_keys[host])
+                srcs: tuple[str, ...] = (w,) if s == w else (w, s) if w < s else (s, w)
+            else:
+                cfg = names.shared_route_config_name(port, k)
+                srcs = tuple(sorted({w} | {str(service_keys[vh_host[v]]) for v in vhs}))
+            scopes.append(Encoded(types.SCOPED_ROUTE, scope_name, b"".join((string(1, scope_name), string(2, cfg), ld(
+                3, fragment + ld(1, string(1, k))))), scoped_route_pb2.ScopedRouteConfiguration))  # (`_scope`)
+            sources[scope_name] = srcs
+        return scopes, sources
 
     def scope_sources(self, service_keys: dict[str, ConfigKey], waypoint: ConfigKey) -> dict[str, tuple[str, ...]]:
         """scope name -> sources (the waypoint and the services owning the key); `service_keys` by hostname."""

@@ -34,8 +34,8 @@ from istiod_lite.model.service import Service, ServicePort
 from istiod_lite.translate import authz, domains, names, route_scopes, wire
 from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.destinations import ClusterRef, wp_inbound_ref
-from istiod_lite.translate.route_action import default_action, route_tail
-from istiod_lite.translate.route_match import Match, build_matches, gateway_applies, match_bytes
+from istiod_lite.translate.route_action import default_action, plain_tail, route_tail
+from istiod_lite.translate.route_match import Match, build_matches, gateway_applies, match_bytes, no_match
 from istiod_lite.translate.waypoint import Waypoint, served_port
 
 VS_FIELDS = frozenset({"hosts", "gateways", "http", "tcp", "exportTo"})
@@ -81,10 +81,11 @@ def select_virtual_services(wp: Waypoint, service: Service) -> list[IstioConfig]
     if not found:
         return found
     out = []
-    wp_ns = wp.namespace
+    wp_ns = wp.gateway.meta.key.namespace
+    svc_ns = service.meta.key.namespace
     for vs in found:
         ns = vs.meta.key.namespace
-        if ns != service.namespace and ns != wp_ns:
+        if ns != svc_ns and ns != wp_ns:
             wp.report(warning(vs.key, "metadata.namespace", f"not applied to {service.hostname} at waypoint "
                               f"{wp.namespace}/{wp.gateway.key.name}: a waypoint reads VirtualServices from the "
                               f"service's namespace ({service.namespace}) or its own ({wp.namespace})", "NotApplied"))
@@ -120,8 +121,11 @@ def _usual(vs: IstioConfig) -> bool:
 
 
 def report_unsupported(wp: Waypoint, vs: IstioConfig) -> None:
-    if _usual(vs):
-        return
+    if not _usual(vs):
+        _report_unsupported(wp, vs)
+
+
+def _report_unsupported(wp: Waypoint, vs: IstioConfig) -> None:
     for f in sorted(set(vs.spec) - VS_FIELDS):
         why = ("TLS routes are not supported at istiod-lite waypoints yet" if f == "tls"
                else f"{f} is not supported; ignored")
@@ -172,8 +176,13 @@ def _vs_routes(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServiceP
     routes: list[bytes] = []
     shadowed_by: IstioConfig | None = None
     refs = result.refs
+    heads = wp.__dict__.get(_HEADS)  # `_route_head`'s memo
+    if heads is None:
+        heads = wp.__dict__[_HEADS] = {}
+    number = port.number
     for vs in vss:
-        report_unsupported(wp, vs)
+        if not _usual(vs):
+            _report_unsupported(wp, vs)
         for i, rule in enumerate(vs.spec.get("http") or ()):
             if shadowed_by is not None:
                 by = "an earlier rule" if shadowed_by.key == vs.key else \
@@ -185,18 +194,59 @@ def _vs_routes(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServiceP
             if get("delegate") and not (get("route") or get("redirect") or get("directResponse")):
                 continue  # reported by report_unsupported
             path = _RULE_PATHS[i] if i < len(_RULE_PATHS) else f"spec.http[{i}]"
-            matches = build_matches(wp, vs, rule, path, port.number)
+            matches = build_matches(wp, vs, rule, path, number)
             if not matches:
                 continue
-            tail, action_refs, action = route_tail(wp, drs, vs, rule, path, svc, port, listener_port)
+            plain = plain_tail(wp, drs, rule, svc, port)
+            if plain is not None:
+                tail, action_refs = plain
+                action = None
+            else:
+                tail, action_refs, action = route_tail(wp, drs, vs, rule, path, svc, port, listener_port)
             refs += action_refs
-            rule_name = str(get("name", ""))
+            rule_name = get("name", "")
+            if type(rule_name) is not str:
+                rule_name = str(rule_name)
             for m in matches:
-                routes.append(_route_head(wp, rule_name, m) + (tail if action is None else action.route_bytes()))
+                hit = heads.get((rule_name, id(m)))  # _route_head, inlined
+                head = hit[1] if hit is not None and hit[0] is m else _route_head(wp, rule_name, m)
+                routes.append(head + (tail if action is None else action.route_bytes()))
                 if m.catch_all:
                     shadowed_by = vs
                     break
     return routes
+
+
+_NAME_ROUTE = frozenset({"name", "route"})
+
+
+def _plain_routes(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServicePort, vs: IstioConfig,
+                  result: RouteResult) -> list[bytes] | None:
+    """`_vs_routes` of the usual VirtualService, in one pass: nothing to report (`_usual`), one http rule with
+    a name and destinations only (no match: one catch-all route), its action a `plain_tail`. None for any other
+    (nothing reported, nothing added to `result`: the caller asks `_vs_routes`)."""
+    spec = vs.spec
+    http = spec.get("http")
+    if type(http) is not list or len(http) != 1 or not spec.keys() <= VS_FIELDS:
+        return None
+    rule = http[0]
+    if type(rule) is not dict or not rule.keys() <= _NAME_ROUTE:
+        return None
+    for r in rule.get("route") or ():  # (`_usual`'s check of the destinations)
+        if type(r) is not dict or not r.keys() <= DESTINATION_FIELDS:
+            return None
+    plain = plain_tail(wp, drs, rule, svc, port)
+    if plain is None:
+        return None
+    tail, refs = plain
+    result.refs += refs
+    rule_name = rule.get("name", "")
+    if type(rule_name) is not str:
+        rule_name = str(rule_name)
+    m = no_match(wp)  # build_matches of a rule without match
+    heads = wp.__dict__.get(_HEADS)
+    hit = heads.get((rule_name, id(m))) if heads is not None else None  # _route_head, inlined
+    return [(hit[1] if hit is not None and hit[0] is m else _route_head(wp, rule_name, m)) + tail]
 
 
 def virtual_host(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServicePort, domain_list: list[str],
@@ -229,11 +279,20 @@ def virtual_host_route_bytes(wp: Waypoint, drs: DestinationRules, svc: Service, 
 def _route_bytes(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServicePort, vh_name: str,
                  domain_list: list[str], result: RouteResult, listener_port: int) -> bytes:
     """`virtual_host_route_bytes`, the virtual host's name given."""
-    head = wire.string(_VH_NAME, vh_name) + wire.strings(_VH_DOMAINS, domain_list)
-    result.sources.add(svc.key)
+    sources = result.sources
+    sources.add(svc.meta.key)
     vss = select_virtual_services(wp, svc)
-    routes: list[bytes] = []
-    if vss:
+    routes: list[bytes] | None = None
+    if len(vss) == 1:  # (the usual)
+        vs = vss[0]
+        if vs.spec.get("http"):
+            routes = _plain_routes(wp, drs, svc, port, vs, result)
+            if routes is None:
+                routes = _vs_routes(wp, drs, svc, port, listener_port or port.number, vss, result)
+            sources.add(vs.meta.key)
+        else:
+            report_unsupported(wp, vs)  # no HTTP rules (e.g. tcp only): the default route applies
+    elif vss:
         with_http = []
         for vs in vss:
             if vs.spec.get("http"):
@@ -243,7 +302,8 @@ def _route_bytes(wp: Waypoint, drs: DestinationRules, svc: Service, port: Servic
         if with_http:
             routes = _vs_routes(wp, drs, svc, port, listener_port or port.number, with_http, result)
             for vs in with_http:
-                result.sources.add(vs.key)
+                sources.add(vs.meta.key)
+    head = wire.string(_VH_NAME, vh_name) + wire.strings(_VH_DOMAINS, domain_list)
     if routes:
         return head + wire.lds(_VH_ROUTES, routes)
     # no VirtualService, or none of its rules applies on this port: the default route (as Istio)
@@ -314,13 +374,19 @@ def listener_routes(wp: Waypoint, drs: DestinationRules, listener_port: int) -> 
     served, doms = served_domains(wp, listener_port)
     built: list[tuple[Service, str, bytes, RouteResult]] = []  # (service, virtual host name, its bytes, result)
     refs: list[ClusterRef] = []
-    for svc, p in served:
-        vh_name = names.virtual_host_name(svc.hostname, p.number)
-        if not doms[vh_name]:
+    if len(doms) == len(served):  # (the usual: one virtual host per served service, in `served` order)
+        pairs = zip(served, doms.items())
+    else:
+        pairs = (((svc, p), (vh, doms[vh])) for svc, p in served
+                 for vh in (names.virtual_host_name(svc.hostname, p.number),))
+    for (svc, p), (vh_name, domain_list) in pairs:
+        if not domain_list:
             continue
         rr = RouteResult(_NO_CONFIG, [], set())
-        vhb = _route_bytes(wp, drs, svc, p, vh_name, doms[vh_name], rr, listener_port) + \
-            virtual_host_authz_bytes(wp, svc, p, rr)  # = virtual_host_bytes
+        route_part = _route_bytes(wp, drs, svc, p, vh_name, domain_list, rr, listener_port)
+        keys, authz_part = authz.virtual_host_part(wp, svc, p.number)  # virtual_host_authz_bytes, inlined
+        rr.sources.update(keys)
+        vhb = route_part + authz_part  # = virtual_host_bytes
         built.append((svc, vh_name, vhb, rr))
         refs += rr.refs
     if not route_scopes.is_scoped(doms):
@@ -334,11 +400,10 @@ def listener_routes(wp: Waypoint, drs: DestinationRules, listener_port: int) -> 
     configs = []
     own = plan.own
     wp_key = wp.key
+    own_config = route_scopes.own_config
     for svc, name, vhb, rr in built:
         if name in own:
-            cfg = route_scopes.with_vhost_bytes(names.service_route_config_name(listener_port, svc.hostname),
-                                                [(name, vhb)])
-            rr.config = cfg
+            rr.config = own_config(listener_port, svc.hostname, vhb)
             rr.sources.add(wp_key)
             configs.append(rr)  # (its refs list is not shared: `refs` got a copy of its items)
     by_vh = {name: (svc, vhb, rr) for svc, name, vhb, rr in built} if plan.shared else {}
@@ -348,8 +413,9 @@ def listener_routes(wp: Waypoint, drs: DestinationRules, listener_port: int) -> 
             result.refs.extend(by_vh[v][2].refs)
             result.sources |= by_vh[v][2].sources
         configs.append(result)
-    keys = {svc.hostname: svc.key for svc, _, _, _ in built}
-    return ListenerRoutes(True, configs, refs, plan.scopes(), plan.scope_sources(keys, wp_key))
+    keys = {svc.hostname: svc.meta.key for svc, _, _, _ in built}
+    scopes, scope_sources = plan.scopes_and_sources(keys, wp_key)
+    return ListenerRoutes(True, configs, refs, scopes, scope_sources)
 
 
 _NO_CONFIG = route_pb2.RouteConfiguration()  # placeholder of RouteResults whose config is set later (never output)
