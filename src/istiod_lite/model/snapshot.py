@@ -223,8 +223,8 @@ class ConfigSnapshot:
         """The service with this exact hostname; Kubernetes Services win over ServiceEntries, then the
         one in `namespace`, then the oldest key."""
         candidates = self._services_by_host.get(hostname.lower(), [])
-        if not candidates:
-            return None
+        if len(candidates) < 2:  # (the usual: one service per hostname)
+            return candidates[0] if candidates else None
 
         def rank(s: Service) -> tuple:
             return (0 if s.is_kubernetes else 1, 0 if s.namespace == namespace else 1, s.key)

@@ -191,6 +191,7 @@ def build_clusters(wp: Waypoint, drs: DestinationRules, refs: list[ClusterRef]) 
     named = Encoded.named
     svc = rule = svc_key = policy_source = eps = None
     keys: dict[tuple[int, int], tuple[ConfigKey, ...]] = {}  # this service's source tuples by the other keys' ids
+    port_policies: dict[int, dict[str, Any]] = {}  # this service's effective policies without a subset's, by port
     inline = False
     for ref in refs:
         name = ref.name
@@ -209,8 +210,14 @@ def build_clusters(wp: Waypoint, drs: DestinationRules, refs: list[ClusterRef]) 
             inline = svc.resolution in _INLINE_RESOLUTIONS
             eps = endpoints.canonical(eds_memo, svc.endpoints)
             keys = {}
+            port_policies = {}
         port, subset = ref.port, ref.subset
-        policy = effective(rule, port.number, subset)
+        if subset is None or not subset.traffic_policy:  # (DestinationRules.effective: the port's very dict)
+            policy = port_policies.get(port.number)
+            if policy is None:
+                policy = port_policies[port.number] = effective(rule, port.number, None)
+        else:
+            policy = effective(rule, port.number, subset)
         if inline:
             c, eds = _body(wp, ref, policy, name)
             clusters[name] = Encoded.of(types.CLUSTER, c, name)
@@ -220,8 +227,8 @@ def build_clusters(wp: Waypoint, drs: DestinationRules, refs: list[ClusterRef]) 
                 hit = templates[(id(policy), port.protocol)] = (policy, *_eds_template(wp, ref, policy, drs))
             clusters[name] = named(_CLUSTER_URL, name, hit[1], _CLUSTER)
             eds = hit[2]
-        if rule is not None and policy.get("loadBalancer") is not None:  # (else no locality failover setting)
-            _check_failover(wp, rule, ref, policy)
+        if rule is not None and "loadBalancer" in policy and policy["loadBalancer"] is not None:
+            _check_failover(wp, rule, ref, policy)  # (no loadBalancer: no locality failover setting)
         subset_source = subset.source if subset is not None else None
         # (a subset of the DR with the top-level policy adds no source: its clusters share the service's tuple)
         other = subset_source if subset_source is not policy_source else None

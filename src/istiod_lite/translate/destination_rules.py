@@ -38,6 +38,7 @@ from istiod_lite.translate.durations import to_duration
 from istiod_lite.translate.waypoint import Waypoint
 
 COMPONENTS = ("loadBalancer", "connectionPool", "outlierDetection", "tls")
+_MISSING = object()
 _CACHE_ATTR = "_istiod_lite_destination_rules"
 
 
@@ -143,20 +144,22 @@ class DestinationRules:
         return rule
 
     def _for_service(self, service: Service) -> MergedRule | None:
-        ck = (service.hostname, service.namespace)
-        if ck not in self._cache:
-            if self._shared is None:
-                self._cache[ck] = self._lookup(service)
-            elif ck in self._shared:
-                rule, issues = self._shared[ck]
-                for issue in issues:
-                    self._wp.report(issue)
-                self._cache[ck] = rule
-            else:
-                before = len(self._wp.issues)
-                rule = self._cache[ck] = self._lookup(service)
-                self._shared[ck] = (rule, tuple(self._wp.issues[before:]))
-        return self._cache[ck]
+        ck = (service.hostname, service.meta.key.namespace)
+        rule = self._cache.get(ck, _MISSING)
+        if rule is not _MISSING:
+            return rule
+        if self._shared is None:
+            rule = self._lookup(service)
+        elif ck in self._shared:
+            rule, issues = self._shared[ck]
+            for issue in issues:
+                self._wp.report(issue)
+        else:
+            before = len(self._wp.issues)
+            rule = self._lookup(service)
+            self._shared[ck] = (rule, tuple(self._wp.issues[before:]))
+        self._cache[ck] = rule
+        return rule
 
     def effective(self, rule: MergedRule | None, port: int, subset: Subset | None = None) -> dict[str, Any]:
         """`effective_policy(rule, port, subset)`, memoised (clusters, endpoints and routes all ask for the same

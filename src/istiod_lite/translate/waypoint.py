@@ -71,7 +71,10 @@ class Waypoint:
 
 
 def http_ports(service: Service) -> tuple[ServicePort, ...]:
-    return tuple(p for p in service.ports if p.is_http)
+    ports = service.ports
+    if len(ports) == 1:  # (the usual)
+        return ports if ports[0].is_http else ()
+    return tuple([p for p in ports if p.is_http])
 
 
 def served_port(service: Service, listener_port: int) -> ServicePort | None:
@@ -92,7 +95,7 @@ def resolve(snapshot: ConfigSnapshot, key: ConfigKey, options: TranslateOptions)
                            f"Gateway class {gw.class_name!r} is not a waypoint class", "NotAWaypoint")
     wp = Waypoint(snapshot=snapshot, gateway=gw, options=options, services=())
     by_host: dict[str, Service] = {}
-    for svc in sorted(snapshot.services_for_waypoint(key), key=lambda s: (s.namespace, s.hostname, s.key)):
+    for svc in sorted(snapshot.services_for_waypoint(key), key=_service_order):
         chosen = snapshot.service(svc.hostname, svc.namespace)
         if svc.hostname in by_host or (chosen is not None and chosen is not svc and chosen.waypoint == key):
             wp.report(warning(svc.key, "", f"host {svc.hostname} is also defined by another bound service; "
@@ -106,3 +109,8 @@ def resolve(snapshot: ConfigSnapshot, key: ConfigKey, options: TranslateOptions)
             wp.report(warning(svc.key, "spec.ports", f"service {svc.hostname} has no HTTP port; it is served "
                               "only through the waypoint's TCP listeners (translate/tcp.py)", "NoHTTPPort"))
     return wp, None
+
+
+def _service_order(s: Service) -> tuple[str, str, ConfigKey]:
+    key = s.meta.key
+    return (key.namespace, s.hostname, key)

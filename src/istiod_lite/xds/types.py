@@ -73,11 +73,12 @@ class Encoded:
         n = len(raw)
         name_len = _LEN[n] if n < 0x80 else wire.varint(n)
         size = 1 + len(name_len) + n + len(rest)
-        head += _LEN[size] if size < 0x80 else wire.varint(size)
+        size_len = _LEN[size] if size < 0x80 else bytes(((size & 0x7F) | 0x80, size >> 7)) if size < 0x4000 \
+            else wire.varint(size)
         obj = _new_object(cls)
         obj.name = name
-        obj.any_bytes = b"".join((head, b"\n", name_len, raw, rest))  # b"\n": field 1, length-delimited
-        obj._at = len(head)
+        obj.any_bytes = b"".join((head, size_len, b"\n", name_len, raw, rest))  # b"\n": field 1, length-delimited
+        obj._at = len(head) + len(size_len)
         obj._cls = message_class
         return obj
 
