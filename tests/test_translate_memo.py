@@ -110,3 +110,29 @@ def test_translate_restores_the_callers_gc_state() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_batch_inbound_refs_are_the_memoised_refs() -> None:
+    """destinations.wp_inbound_refs (clusters.inbound_refs' batch) and wp_inbound_ref (routes) hand out the same
+    ClusterRef objects, whichever asks first, with the names of names.inbound_vip_cluster."""
+    from istiod_lite.translate.destination_rules import DestinationRules
+    from istiod_lite.translate.destinations import wp_inbound_ref, wp_inbound_refs
+    from istiod_lite.translate.options import TranslateOptions
+    from istiod_lite.translate.waypoint import resolve
+
+    docs = [d for i in range(2) for d in shop_service(i, [{"name": "v1", "labels": {"version": "v1"}},
+                                                          {"name": "v2", "labels": {"version": "v2"}}])]
+    snap = snapshot_from_text(HEADER + "---\n" + yaml.safe_dump_all(docs))
+    wp, _ = resolve(snap, WAYPOINT, TranslateOptions())
+    drs = DestinationRules(wp)
+    first, second = wp.services
+    rule = drs.for_service(first)
+    port = first.ports[0]
+    single = wp_inbound_ref(wp, first, port, rule.subsets[1])  # asked by a route before the batch
+    batch = wp_inbound_refs(wp, first, port, rule.subsets)
+    assert [r.name for r in batch] == [f"inbound-vip|{port.number}|{k}|{first.hostname}"
+                                       for k in ("http", "http/v1", "http/v2")]
+    assert batch[2] is single and [r.subset for r in batch] == [None, *rule.subsets]
+    assert wp_inbound_ref(wp, first, port, None) is batch[0] and wp_inbound_refs(wp, first, port, rule.subsets) == batch
+    other = wp_inbound_refs(wp, second, second.ports[0], ())
+    assert len(other) == 1 and other[0].service is second and other[0].inbound and other[0] is not batch[0]

@@ -85,6 +85,13 @@ def attached(wp: Waypoint, service: Service, memo: dict | None = None) -> list[I
     own = snap.policies_targeting(*skey)  # (kind, namespace, name): policies with a targetRef naming it
     if not own:
         return every
+    if len(own) == 1 and len(every) == 1:  # (the usual: a root / waypoint policy and the service's own)
+        p = own[0]
+        simple = memo.get(_SIMPLE)
+        if simple is not None and simple.get(id(p)) is p and id(p) not in every_ids and skey[0] in _SERVICE_GROUPS:
+            a = every[0]  # (`p` attaches: a simple policy found by its targetRef, see attachment_issues)
+            ta, tb = a.meta.creation_timestamp, p.meta.creation_timestamp  # (snapshot order, inline)
+            return [a, p] if ta < tb or (ta == tb and a.meta.key <= p.meta.key) else [p, a]
     # A policy attaching everywhere is in `every`; any other attaches through a Service / ServiceEntry targetRef
     # (`_classify`), so it is indexed under the service's key: `own` holds every other candidate.
     kind, _, name = skey
@@ -191,8 +198,12 @@ def attachment_issues(wp: Waypoint, memo: dict | None = None) -> list[Issue]:
     for ns in sorted(near):
         for p in wp.snapshot.policies_in(ns):
             if _clean(p):
-                if simple is not None and all(type(r.get("name")) is str for r in p.spec["targetRefs"]):
-                    simple[id(p)] = p
+                if simple is not None:
+                    for r in p.spec["targetRefs"]:  # (a loop, not all(): no generator per policy)
+                        if type(r.get("name")) is not str:
+                            break
+                    else:
+                        simple[id(p)] = p
             else:
                 out.extend(policy_issues(p))
     return out

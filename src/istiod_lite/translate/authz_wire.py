@@ -52,28 +52,28 @@ class Shape:
     """The configs of one policy content in one filter: `entries` (name suffix, encoded map value as field 2) in
     suffix order (= name order: every name of a policy starts with the same prefix)."""
 
-    __slots__ = ("filter_key", "action", "type_url", "entries", "_segments")
+    __slots__ = ("filter_key", "action", "type_url", "entries", "runs")
 
     def __init__(self, filter_key: bytes, action: bytes, type_url: bytes, entries: list[tuple[str, bytes]]) -> None:
         self.filter_key, self.action, self.type_url = filter_key, action, type_url
         self.entries = sorted(entries, key=_first)
-        self._segments: dict[int, tuple[list[bytes], list[bytes]]] = {}
+        self.runs: dict[int, tuple[list[bytes], list[bytes]]] = {}  # prefix length -> `_split`
 
     def encode(self, prefix: str) -> tuple[bytes, bytes]:
         """(serialized RBACPerRoute, typed_per_filter_config entry) of the policy whose names start with `prefix`
         (`packed` and `vh_entry` of its entries)."""
         p = prefix.encode()
-        segs = self._segments.get(len(p))
+        segs = self.runs.get(len(p))
         if segs is None:
-            segs = self._segments[len(p)] = self._split(len(p))
+            segs = self.runs[len(p)] = self._split(len(p))
         return p.join(segs[0]), p.join(segs[1])
 
     def encode_vh(self, prefix: str) -> bytes:
         """`encode(prefix)[1]` alone (the typed_per_filter_config entry)."""
         p = prefix.encode()
-        segs = self._segments.get(len(p))
+        segs = self.runs.get(len(p))
         if segs is None:
-            segs = self._segments[len(p)] = self._split(len(p))
+            segs = self.runs[len(p)] = self._split(len(p))
         return p.join(segs[1])
 
     def _split(self, k: int) -> tuple[list[bytes], list[bytes]]:

@@ -21,7 +21,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from istiod_lite.model.meta import ConfigKey, warning
 from istiod_lite.translate import cluster_lb, cluster_policy, cluster_tls, dr_report, endpoints, wire
 from istiod_lite.translate.destination_rules import DestinationRules
-from istiod_lite.translate.destinations import ClusterRef, wp_inbound_ref
+from istiod_lite.translate.destinations import ClusterRef, wp_inbound_refs
 from istiod_lite.translate.durations import seconds_duration
 from istiod_lite.translate.waypoint import Waypoint, http_ports
 from istiod_lite.xds import types
@@ -39,9 +39,7 @@ def inbound_refs(wp: Waypoint, drs: DestinationRules) -> list[ClusterRef]:
     for svc in wp.services:  # (memoised refs: the routes to these clusters share the objects)
         rule = drs.for_service(svc)
         for port in http_ports(svc):
-            refs.append(wp_inbound_ref(wp, svc, port, None))
-            for subset in rule.subsets if rule else ():
-                refs.append(wp_inbound_ref(wp, svc, port, subset))
+            refs += wp_inbound_refs(wp, svc, port, rule.subsets if rule else ())
     return refs
 
 

@@ -43,16 +43,17 @@ def inbound_ref(service: Service, port: ServicePort, subset: Subset | None = Non
     return ClusterRef(name, service, port, subset, True)
 
 
-_REFS = "_istiod_lite_cluster_refs"
+REFS_MEMO = "_istiod_lite_cluster_refs"  # wp.__dict__ key of `memo_ref`'s memo: (id(service), id(port),
+# id(subset), protocol, inbound) -> ClusterRef (route_action.plain_tail probes it inline)
 
 
-def _memo_ref(wp: Waypoint, service: Service, port: ServicePort, subset: Subset | None, protocol: str,
-              inbound: bool) -> ClusterRef:
+def memo_ref(wp: Waypoint, service: Service, port: ServicePort, subset: Subset | None, protocol: str,
+             inbound: bool) -> ClusterRef:
     """One ClusterRef object per (service, port, subset, protocol, direction) per translation (a service's
     routes and its inbound clusters share them)."""
-    memo = wp.__dict__.get(_REFS)
+    memo = wp.__dict__.get(REFS_MEMO)
     if memo is None:
-        memo = wp.__dict__[_REFS] = {}
+        memo = wp.__dict__[REFS_MEMO] = {}
     key = (id(service), id(port), id(subset), protocol, inbound)
     hit = memo.get(key)
     if hit is not None and hit.service is service and hit.port is port and hit.subset is subset:
@@ -69,12 +70,35 @@ def _memo_ref(wp: Waypoint, service: Service, port: ServicePort, subset: Subset 
 def wp_inbound_ref(wp: Waypoint, service: Service, port: ServicePort, subset: Subset | None = None,
                    protocol: str = "http") -> ClusterRef:
     """`inbound_ref`, memoised per translation."""
-    return _memo_ref(wp, service, port, subset, protocol, True)
+    return memo_ref(wp, service, port, subset, protocol, True)
+
+
+def wp_inbound_refs(wp: Waypoint, service: Service, port: ServicePort, subsets: Sequence[Subset]) -> list[ClusterRef]:
+    """`wp_inbound_ref(wp, service, port, s)` for s in (None, *subsets), in that order: the memo fetched once and
+    new refs made without the dataclass __init__ (clusters.inbound_refs makes one per cluster of every bound
+    service; same objects, same memo entries)."""
+    memo = wp.__dict__.get(REFS_MEMO)
+    if memo is None:
+        memo = wp.__dict__[REFS_MEMO] = {}
+    sid, pid, host, number = id(service), id(port), service.hostname, port.number
+    out = []
+    for subset in (None, *subsets):
+        key = (sid, pid, id(subset), "http", True)
+        hit = memo.get(key)
+        if hit is None or hit.service is not service or hit.port is not port or hit.subset is not subset:
+            hit = memo[key] = _new_object(ClusterRef)
+            hit.__dict__.update(name=names.inbound_vip_cluster(number, host, subset.name if subset else ""),
+                                service=service, port=port, subset=subset, inbound=True)
+        out.append(hit)
+    return out
+
+
+_new_object = object.__new__
 
 
 def ref_for(wp: Waypoint, service: Service, port: ServicePort, subset: Subset | None,
             protocol: str = "http") -> ClusterRef:
-    return _memo_ref(wp, service, port, subset, protocol, wp.is_bound(service))
+    return memo_ref(wp, service, port, subset, protocol, wp.is_bound(service))
 
 
 def resolve_destination(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, dest: Mapping[str, Any], path: str,
@@ -119,7 +143,7 @@ def resolve_destination(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, de
             wp.report(error(vs.key, f"{path}.subset", f"subset {subset_name!r} of host {host} is not defined in any "
                             "DestinationRule", "SubsetNotFound"))
             return None
-    return _memo_ref(wp, service, port, subset, protocol, service.waypoint == wp.gateway.key)
+    return memo_ref(wp, service, port, subset, protocol, service.waypoint == wp.gateway.key)
 
 
 _NO_PORT: Mapping[str, Any] = {}
@@ -135,9 +159,9 @@ def resolve_route_destinations(wp: Waypoint, drs: DestinationRules, vs: IstioCon
     own_host = own.hostname
     own_fast = own_port in own.ports or own.port(own_port.number) is not None  # (as resolve_destination's rule)
     bound = own.waypoint == wp.gateway.key
-    memo = wp.__dict__.get(_REFS)
+    memo = wp.__dict__.get(REFS_MEMO)
     if memo is None:
-        memo = wp.__dict__[_REFS] = {}
+        memo = wp.__dict__[REFS_MEMO] = {}
     rule: Any = _UNSET
     out: list[ClusterRef | None] = []
     for j, r in enumerate(routes):
@@ -151,54 +175,11 @@ def resolve_route_destinations(wp: Waypoint, drs: DestinationRules, vs: IstioCon
                     rule = drs.for_service(own)
                 subset = rule.subset(str(name)) if rule else None
             if subset is not None or not name:
-                hit = memo.get((id(own), id(own_port), id(subset), protocol, bound))  # _memo_ref, inlined
+                hit = memo.get((id(own), id(own_port), id(subset), protocol, bound))  # memo_ref, inlined
                 if hit is not None and hit.service is own and hit.port is own_port and hit.subset is subset:
                     out.append(hit)
                 else:
-                    out.append(_memo_ref(wp, own, own_port, subset, protocol, bound))
+                    out.append(memo_ref(wp, own, own_port, subset, protocol, bound))
                 continue
         out.append(resolve_destination(wp, drs, vs, dest, f"{path}.route[{j}].destination", own, own_port, protocol))
-    return out
-
-
-def own_destinations(wp: Waypoint, drs: DestinationRules, own: Service, own_port: ServicePort,
-                     routes: Sequence[Mapping[str, Any]], protocol: str = "http") -> list[ClusterRef] | None:
-    """`resolve_route_destinations` of a rule whose every ``route[j]`` is the usual one (a dict whose
-    destination is `own` by its exact hostname, no port, a defined subset or none, no per-destination
-    ``headers``), as one list; None (nothing reported, nothing resolved) when any is not: the caller then asks
-    `resolve_route_destinations`."""
-    own_host = own.hostname
-    if "." not in own_host or "*" in own_host or not (own_port in own.ports or own.port(own_port.number) is not None):
-        return None
-    memo = wp.__dict__.get(_REFS)
-    if memo is None:
-        memo = wp.__dict__[_REFS] = {}
-    bound = own.waypoint == wp.gateway.meta.key
-    subsets: Any = None
-    out: list[ClusterRef] = []
-    sid, pid = id(own), id(own_port)
-    for r in routes:
-        if type(r) is not dict:
-            return None
-        dest = r.get("destination")
-        if type(dest) is not dict or dest.get("host") != own_host or dest.get("port") or r.get("headers"):
-            return None
-        name = dest.get("subset")
-        if name:
-            if subsets is None:
-                rule = drs.for_service(own)
-                if rule is None:
-                    return None  # SubsetNotFound: reported by resolve_destination
-                subsets = rule.subsets
-            for subset in subsets:  # (rule.subset(name))
-                if subset.name == name:
-                    break
-            else:
-                return None  # SubsetNotFound (or a name that is not a string): reported by resolve_destination
-        else:
-            subset = None
-        hit = memo.get((sid, pid, id(subset), protocol, bound))  # _memo_ref, inlined
-        if hit is None or hit.service is not own or hit.port is not own_port or hit.subset is not subset:
-            hit = _memo_ref(wp, own, own_port, subset, protocol, bound)
-        out.append(hit)
     return out

@@ -14,6 +14,7 @@ from istiod_lite.translate.waypoint import Waypoint
 DR_FIELDS = frozenset({"host", "trafficPolicy", "subsets", "exportTo", "workloadSelector"})
 POLICY_FIELDS = frozenset({"connectionPool", "outlierDetection", "loadBalancer", "portLevelSettings", "tls",
                            "retryBudget", "proxyProtocol", "port"})
+_NOTHING_TO_REPORT = frozenset({"connectionPool", "retryBudget", "proxyProtocol", "port"})  # (no checks below)
 LB_FIELDS = frozenset({"simple", "consistentHash", "localityLbSetting", "warmup", "warmupDurationSecs"})
 WARMUP_POLICIES = frozenset({"ROUND_ROBIN", "LEAST_REQUEST", "LEAST_CONN", "UNSPECIFIED", None})
 NOT_APPLICABLE = {
@@ -57,7 +58,7 @@ def _tls_issues(wp: Waypoint, key: ConfigKey, tls: Mapping[str, Any], path: str)
 
 
 def _policy_issues(wp: Waypoint, key: ConfigKey, policy: Mapping[str, Any] | None, path: str) -> None:
-    if not policy:
+    if not policy or policy.keys() <= _NOTHING_TO_REPORT:
         return
     for f in () if policy.keys() <= POLICY_FIELDS else sorted(set(policy) - POLICY_FIELDS):
         wp.report(warning(key, f"{path}.{f}", NOT_APPLICABLE.get(f, f"{f} is not supported yet; ignored"),

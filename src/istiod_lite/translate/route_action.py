@@ -20,8 +20,9 @@ Exactly one of: ``redirect`` / ``directResponse`` (route_redirect.py), or ``rout
 Rule-level ``headers`` apply to every kind of action; ``fault``/``corsPolicy`` become per-route filter configs
 (route_fault.py, route_cors.py).
 
-Cost (issue 6): routes.py asks `route_tail`, which keeps no Action for the usual rule (destinations only: its
-route bytes are Route.route alone); the usual destinations resolve per rule (destinations.
+Cost (issue 6): routes.py asks `plain_tail` first (the usual rule: destinations of the service itself, in one
+pass, its bytes from per-translation runs around the cluster names), then `route_tail`, which keeps no Action for
+a rule of destinations only (its route bytes are Route.route alone); the usual destinations resolve per rule (destinations.
 resolve_route_destinations); consistent-hash policies are looked up only when a DestinationRule names a
 loadBalancer (`_route_hashes`); the fields shared by equal rules are encoded once per translation (`_common_bytes`).
 """
@@ -38,7 +39,7 @@ from istiod_lite.model.istio import IstioConfig
 from istiod_lite.model.service import Service, ServicePort
 from istiod_lite.translate import names, wire
 from istiod_lite.translate.destination_rules import DestinationRules
-from istiod_lite.translate.destinations import ClusterRef, own_destinations, resolve_route_destinations
+from istiod_lite.translate.destinations import REFS_MEMO, ClusterRef, memo_ref, resolve_route_destinations
 from istiod_lite.translate.durations import to_duration
 from istiod_lite.translate.retries import retry_policy
 from istiod_lite.translate.route_cors import cors_policy
@@ -239,6 +240,7 @@ def _route_hashes(index: DestinationRules, ref: ClusterRef) -> list[rc.RouteActi
 
 
 _PLAIN_RULE = frozenset({"name", "match", "route"})  # rules whose action is only route destinations
+_DESTINATION_FIELDS = frozenset({"destination", "weight", "headers"})  # = routes.DESTINATION_FIELDS
 
 
 def build_action(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, rule: Mapping[str, Any], path: str,
@@ -267,58 +269,140 @@ def route_tail(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, rule: Mappi
 def plain_tail(wp: Waypoint, drs: DestinationRules, rule: Mapping[str, Any], own: Service, own_port: ServicePort
                ) -> tuple[bytes, list[ClusterRef]] | None:
     """`route_tail`'s (bytes, refs) of the usual rule, in one pass: no field but name/match/route, every
-    destination the service itself (destinations.own_destinations), at least one left after dropping zero
-    weights, no consistent hashing; None for any other rule (nothing reported: the caller asks `route_tail`)."""
+    destination a dict of destination/weight/headers naming the service itself (its exact hostname, no port, a
+    subset its DestinationRule defines or none, no headers: what destinations.resolve_route_destinations resolves
+    without reporting), at least one left after dropping zero weights, no consistent hashing; None for any other
+    rule (nothing reported: the caller asks `route_tail`). Only the destinations kept are looked up as refs (a zero
+    weight's subset is checked); the bytes are `plain_segments` joined with the cluster names. (No comprehension
+    on this path: each is a function call before Python 3.12.)"""
     if not rule.keys() <= _PLAIN_RULE:
         return None
     dests = rule.get("route")
     if not dests:
+        return None  # (a destination with fields but destination/weight/headers: declined, see routes._usual)
+    own_host = own.hostname
+    if "." not in own_host or "*" in own_host or (own_port not in own.ports and own.port(own_port.number) is None):
         return None
-    refs = own_destinations(wp, drs, own, own_port, dests)
-    if refs is None:
-        return None
-    string = wire.string
-    if len(dests) == 1:
-        clusters = string(1, refs[0].name)  # RouteAction.cluster
-    else:
-        weighted = []
-        chosen = []
-        weights = _WEIGHTS
-        for r, ref in zip(dests, refs):
-            weight = r.get("weight", 0)
-            if type(weight) is not int:
-                weight = int(weight or 0)
-            if weight == 0:
-                continue
-            w = weights.get(weight)
-            if w is None:
-                w = weights[weight] = wire.ld(2, wire.uint(1, weight))
-            weighted.append(string(1, ref.name) + w)  # _cluster_weight without headers
-            chosen.append(ref)
-        if not chosen:
-            return None  # 503
-        refs = chosen
-        clusters = wire.ld(3, wire.lds(1, weighted) if len(weighted) > 1 else wire.ld(1, weighted[0]))
-    d = wp.__dict__
-    index = d.get(_DR_INDEX)  # DestinationRules.of(wp)
-    if not isinstance(index, DestinationRules):
-        index = DestinationRules.of(wp)
-    merged = index.for_service(own)  # `_route_hashes` of each ref: all are `own`'s
-    if merged is not None:
-        if _load_balanced(merged.traffic_policy):
+    merged = drs.for_service(own)
+    kept = []  # (subset, weight) of each destination
+    for r in dests:
+        if type(r) is not dict or not r.keys() <= _DESTINATION_FIELDS:
             return None
-        for ref in refs:
-            sub = ref.subset
-            if sub is not None:
-                if index is not drs:  # (the usual: the one index, whose subsets the refs hold)
-                    sub = merged.subset(sub.name)
-                if sub is not None and sub.traffic_policy and _load_balanced(sub.traffic_policy):
+        dest = r.get("destination")
+        if type(dest) is not dict or dest.get("host") != own_host or dest.get("port") or r.get("headers"):
+            return None
+        name = dest.get("subset")
+        if name:
+            if merged is None:
+                return None  # SubsetNotFound: reported by resolve_destination
+            for subset in merged.subsets:  # (merged.subset(name))
+                if subset.name == name:
+                    kept.append((subset, r.get("weight", 0)))
+                    break
+            else:
+                return None  # SubsetNotFound (or a name that is not a string): reported by resolve_destination
+        else:
+            kept.append((None, r.get("weight", 0)))
+    several = len(kept) > 1
+    if several:  # zero weights dropped (no comprehension: a function call each, before Python 3.12)
+        nonzero = []
+        for sw in kept:
+            w = sw[1]
+            if type(w) is not int:
+                w = int(w or 0)
+                sw = (sw[0], w)
+            if w:
+                nonzero.append(sw)
+        if not nonzero:
+            return None  # 503
+        kept = nonzero
+    d = wp.__dict__
+    memo = d.get(REFS_MEMO)
+    if memo is None:
+        memo = d[REFS_MEMO] = {}
+    bound = own.waypoint == wp.gateway.meta.key
+    sid, pid = id(own), id(own_port)
+    refs = []
+    for subset, _ in kept:
+        hit = memo.get((sid, pid, id(subset), "http", bound))  # destinations.memo_ref, inlined (a hit holds the
+        if hit is None:  # objects whose ids key it, so no other live object has those ids: no identity check)
+            hit = memo_ref(wp, own, own_port, subset, "http", bound)
+        refs.append(hit)
+    index = d.get(_DR_INDEX)  # DestinationRules.of(wp): `_route_hashes` of each ref (all are `own`'s)
+    if index is not drs:
+        if not isinstance(index, DestinationRules):
+            index = DestinationRules.of(wp)
+        merged = index.for_service(own)
+    if merged is not None:
+        tp = merged.traffic_policy
+        if tp and ("loadBalancer" in tp or "portLevelSettings" in tp) and _load_balanced(tp):
+            return None
+        for subset, _ in kept:
+            if subset is not None:
+                if index is not drs:
+                    subset = merged.subset(subset.name)
+                if subset is not None and subset.traffic_policy and _load_balanced(subset.traffic_policy):
                     return None
-    memo = d.get(_MEMO)
-    common = memo.get(_PLAIN) if memo is not None else None
-    if common is None:
-        common = _common_bytes(wp, None, "", None, None, False, [])
-    return wire.ld(2, clusters + common), refs
+    memo = d.get(_SEGMENTS)
+    if memo is None:
+        memo = d[_SEGMENTS] = {}
+    if not several:
+        name = refs[0].name.encode()
+        segments = memo.get(len(name))
+        if segments is None:
+            segments = memo[len(name)] = plain_segments(_common_bytes(wp, None, "", None, None, False, []),
+                                                         len(name))
+        return name.join(segments), refs
+    if len(refs) == 1:  # (the usual: a 100/0 split)
+        name = refs[0].name.encode()
+        key: Any = ((len(name), kept[0][1]),)
+        segments = memo.get(key)
+        if segments is None:
+            segments = memo[key] = plain_segments(_common_bytes(wp, None, "", None, None, False, []), key)
+        return name.join(segments), refs
+    names_ = []
+    lengths = []
+    for ref, (_, w) in zip(refs, kept):
+        name = ref.name.encode()
+        names_.append(name)
+        lengths.append((len(name), w))
+    key = tuple(lengths)
+    segments = memo.get(key)
+    if segments is None:
+        segments = memo[key] = plain_segments(_common_bytes(wp, None, "", None, None, False, []), key)
+    out = [segments[0]]
+    for name, seg in zip(names_, segments[1:]):
+        out += (name, seg)
+    return b"".join(out), refs
+
+
+_SEGMENTS = "_istiod_lite_plain_segments"  # plain_tail's memo: plain_segments per key
+
+
+def plain_segments(common: bytes, key: int | tuple[tuple[int, int], ...]) -> list[bytes]:
+    """The bytes of a `plain_tail` (Route.route (2): a RouteAction with `cluster` (1), or `weighted_clusters`
+    (3) of ClusterWeights (name, weight) of (name length, weight) `key` pairs, then `common`) as the runs
+    between its cluster names (`key`: the one name's length, or the pairs): the encoding around a name depends on
+    its length only, so a tail is the runs joined with the encoded names."""
+    varint = wire.varint
+    if type(key) is int:
+        return [b"\x12" + varint(1 + len(varint(key)) + key + len(common)) + b"\x0a" + varint(key), common]
+    weights = []
+    for _, weight in key:
+        w = _WEIGHTS.get(weight)
+        if w is None:
+            w = _WEIGHTS[weight] = wire.ld(2, wire.uint(1, weight))
+        weights.append(w)
+    sizes = [1 + len(varint(n)) + n + len(w) for (n, _), w in zip(key, weights)]  # each ClusterWeight
+    clusters = sum(1 + len(varint(c)) + c for c in sizes)  # WeightedCluster.clusters (1)
+    weighted = 1 + len(varint(clusters)) + clusters  # RouteAction.weighted_clusters (3)
+    out = []
+    run = b"\x12" + varint(weighted + len(common)) + b"\x1a" + varint(clusters)
+    for (n, _), w, c in zip(key, weights, sizes):
+        out.append(run + b"\x0a" + varint(c) + b"\x0a" + varint(n))
+        run = w
+    out.append(run + common)
+    return out
 
 
 _DR_INDEX = "_istiod_lite_destination_rules"  # where DestinationRules.of finds this translation's index

@@ -80,7 +80,11 @@ def key_owners(doms: dict[str, list[str]]) -> dict[str, list[str]]:
                 owners[k] = [vh]
             elif found[-1] != vh:
                 found.append(vh)
-    return {k: sorted(owners[k]) for k in sorted(owners)}
+    out = {}
+    for k in sorted(owners):
+        vhs = owners[k]
+        out[k] = vhs if len(vhs) == 1 else sorted(vhs)
+    return out
 
 
 def new_config(name: str, scoped: bool) -> route_pb2.RouteConfiguration:
@@ -113,12 +117,19 @@ def with_vhost_bytes(name: str, vhosts: list[tuple[str, bytes]], scoped: bool = 
     return Encoded(types.ROUTE, name, wire.string(1, name) + body + _HEADS[scoped], route_pb2.RouteConfiguration)
 
 
-def own_config(port: int, hostname: str, vhost: bytes) -> Encoded:
-    """`with_vhost_bytes(names.service_route_config_name(port, hostname), [(..., vhost)])`: a service's own
-    RouteConfiguration (scoped), from its one serialized virtual host."""
-    name = f"http.{port}/{hostname}"  # names.service_route_config_name
-    return Encoded(types.ROUTE, name, b"".join((wire.string(1, name), wire.ld(2, vhost), _HEADS[True])),
-                   route_pb2.RouteConfiguration)
+def own_config(port: int, hostname: str, vhost: bytes, vhost_tail: bytes = b"") -> Encoded:
+    """`with_vhost_bytes(names.service_route_config_name(port, hostname), [(..., vhost + vhost_tail)])`: a
+    service's own RouteConfiguration (scoped), from its one serialized virtual host (given in two parts: the
+    caller need not join them)."""
+    n = len(vhost) + len(vhost_tail)
+    return _named(types.ROUTE, f"http.{port}/{hostname}",  # names.service_route_config_name
+                  b"".join((b"\x12", _LEN[n] if n < 0x80 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000
+                            else wire.varint(n), vhost, vhost_tail, _HEADS[True])),
+                  route_pb2.RouteConfiguration)
+
+
+_named = Encoded.named
+_LEN = tuple(bytes((n,)) for n in range(0x80))
 
 
 def scope(port: int, key: str, route_config: str, port_fragment: bytes | None = None) -> Encoded:
@@ -172,7 +183,9 @@ class ScopePlan:
                            ) -> tuple[list[Encoded], dict[str, tuple[str, ...]]]:
         """(`scopes()`, `scope_sources(service_keys, waypoint)`) in one pass over the keys."""
         port, vh_host = self.port, self.vh_host
-        ld, string = wire.ld, wire.string
+        ld, string, varint = wire.ld, wire.string, wire.varint
+        key_heads: dict[int, bytes] = {}
+        named, scoped_type, scoped_class = _named, types.SCOPED_ROUTE, scoped_route_pb2.ScopedRouteConfiguration
         fragment = _port_fragment(port)
         head = f"http.{port}|"  # names.route_scope_name(port, key) = head + key
         cfg_head = f"http.{port}/"  # names.service_route_config_name(port, host) = cfg_head + host
@@ -189,8 +202,15 @@ class ScopePlan:
             else:
                 cfg = names.shared_route_config_name(port, k)
                 srcs = tuple(sorted({w} | {str(service_keys[vh_host[v]]) for v in vhs}))
-            scopes.append(Encoded(types.SCOPED_ROUTE, scope_name, b"".join((string(1, scope_name), string(2, cfg), ld(
-                3, fragment + ld(1, string(1, k))))), scoped_route_pb2.ScopedRouteConfiguration))  # (`_scope`)
+            raw_cfg, raw_key = cfg.encode(), k.encode()
+            n = len(raw_cfg)
+            key_head = key_heads.get(len(raw_key))  # key (3) up to the key string's bytes: by their length
+            if key_head is None:
+                full = ld(3, fragment + ld(1, string(1, k)))
+                key_head = key_heads[len(raw_key)] = full[:len(full) - len(raw_key)]
+            scopes.append(named(scoped_type, scope_name, b"".join((b"\x12", _LEN[n] if n < 0x80 else varint(n),
+                                                                   raw_cfg, key_head, raw_key)),
+                                scoped_class))  # (`_scope`: route_configuration_name (2), key (3))
             sources[scope_name] = srcs
         return scopes, sources
 

@@ -220,11 +220,12 @@ def _vs_routes(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServiceP
 _NAME_ROUTE = frozenset({"name", "route"})
 
 
-def _plain_routes(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServicePort, vs: IstioConfig,
-                  result: RouteResult) -> list[bytes] | None:
+def _plain_route(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServicePort, vs: IstioConfig,
+                 result: RouteResult) -> tuple[bytes, bytes] | None:
     """`_vs_routes` of the usual VirtualService, in one pass: nothing to report (`_usual`), one http rule with
-    a name and destinations only (no match: one catch-all route), its action a `plain_tail`. None for any other
-    (nothing reported, nothing added to `result`: the caller asks `_vs_routes`)."""
+    a name and destinations only (no match: one catch-all route), its action a `plain_tail`; its one route as
+    (head, tail) (name, match; action). None for any other (nothing reported, nothing added to `result`: the
+    caller asks `_vs_routes`)."""
     spec = vs.spec
     http = spec.get("http")
     if type(http) is not list or len(http) != 1 or not spec.keys() <= VS_FIELDS:
@@ -232,21 +233,49 @@ def _plain_routes(wp: Waypoint, drs: DestinationRules, svc: Service, port: Servi
     rule = http[0]
     if type(rule) is not dict or not rule.keys() <= _NAME_ROUTE:
         return None
-    for r in rule.get("route") or ():  # (`_usual`'s check of the destinations)
-        if type(r) is not dict or not r.keys() <= DESTINATION_FIELDS:
-            return None
-    plain = plain_tail(wp, drs, rule, svc, port)
+    plain = plain_tail(wp, drs, rule, svc, port)  # (declines destinations `_usual` would report)
     if plain is None:
         return None
-    tail, refs = plain
-    result.refs += refs
+    result.refs += plain[1]
     rule_name = rule.get("name", "")
-    if type(rule_name) is not str:
-        rule_name = str(rule_name)
-    m = no_match(wp)  # build_matches of a rule without match
-    heads = wp.__dict__.get(_HEADS)
-    hit = heads.get((rule_name, id(m))) if heads is not None else None  # _route_head, inlined
-    return [(hit[1] if hit is not None and hit[0] is m else _route_head(wp, rule_name, m)) + tail]
+    d = wp.__dict__
+    heads = d.get(_PLAIN_HEADS)  # rule name -> `_route_head` of the catch-all match (build_matches of no match)
+    if heads is None:
+        heads = d[_PLAIN_HEADS] = {}
+    head = heads.get(rule_name) if type(rule_name) is str else None
+    if head is None:
+        head = _route_head(wp, rule_name if type(rule_name) is str else str(rule_name), no_match(wp))
+        if type(rule_name) is str:
+            heads[rule_name] = head
+    return head, plain[0]
+
+
+_PLAIN_HEADS = "_istiod_lite_plain_route_heads"
+
+
+def _vh_bytes(vh_name: str, domain_list: list[str], routes: bytes, route_tail: bytes | None = None) -> bytes:
+    """A virtual host's name (1), domains (2) and `routes` (its encoded routes (3)), in one join; with
+    `route_tail`, `routes` + `route_tail` is its one route (not yet encoded as field 3)."""
+    raw = vh_name.encode()
+    n = len(raw)
+    out = [_VH_NAME_TAG, _LEN[n] if n < 0x80 else wire.varint(n), raw]
+    for dom in domain_list:
+        raw = dom.encode()
+        n = len(raw)
+        out += (_VH_DOMAIN_TAG, _LEN[n] if n < 0x80 else wire.varint(n), raw)
+    if route_tail is None:
+        out.append(routes)
+    else:
+        n = len(routes) + len(route_tail)
+        out += (_VH_ROUTES_TAG, _LEN[n] if n < 0x80 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000
+                else wire.varint(n), routes, route_tail)
+    return b"".join(out)
+
+
+_VH_NAME_TAG = wire.tag(_VH_NAME)
+_VH_DOMAIN_TAG = wire.tag(_VH_DOMAINS)
+_VH_ROUTES_TAG = wire.tag(_VH_ROUTES)
+_LEN = tuple(bytes((n,)) for n in range(0x80))
 
 
 def virtual_host(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServicePort, domain_list: list[str],
@@ -281,15 +310,25 @@ def _route_bytes(wp: Waypoint, drs: DestinationRules, svc: Service, port: Servic
     """`virtual_host_route_bytes`, the virtual host's name given."""
     sources = result.sources
     sources.add(svc.meta.key)
-    vss = select_virtual_services(wp, svc)
+    vss = wp.snapshot.virtual_services_for_host(svc.hostname)
+    if len(vss) == 1:  # (the usual: one VirtualService, which `select_virtual_services` applies silently when
+        vs = vss[0]  # it lives in the service's or the waypoint's namespace and has no gateways nor exportTo)
+        spec = vs.spec
+        ns = vs.meta.key.namespace
+        if (ns != svc.meta.key.namespace and ns != wp.gateway.meta.key.namespace) or spec.get("gateways") or \
+                spec.get("exportTo"):
+            vss = select_virtual_services(wp, svc)
+    elif vss:
+        vss = select_virtual_services(wp, svc)
     routes: list[bytes] | None = None
     if len(vss) == 1:  # (the usual)
         vs = vss[0]
         if vs.spec.get("http"):
-            routes = _plain_routes(wp, drs, svc, port, vs, result)
-            if routes is None:
-                routes = _vs_routes(wp, drs, svc, port, listener_port or port.number, vss, result)
             sources.add(vs.meta.key)
+            route = _plain_route(wp, drs, svc, port, vs, result)
+            if route is not None:
+                return _vh_bytes(vh_name, domain_list, *route)
+            routes = _vs_routes(wp, drs, svc, port, listener_port or port.number, vss, result)
         else:
             report_unsupported(wp, vs)  # no HTTP rules (e.g. tcp only): the default route applies
     elif vss:
@@ -303,13 +342,12 @@ def _route_bytes(wp: Waypoint, drs: DestinationRules, svc: Service, port: Servic
             routes = _vs_routes(wp, drs, svc, port, listener_port or port.number, with_http, result)
             for vs in with_http:
                 sources.add(vs.meta.key)
-    head = wire.string(_VH_NAME, vh_name) + wire.strings(_VH_DOMAINS, domain_list)
     if routes:
-        return head + wire.lds(_VH_ROUTES, routes)
+        return _vh_bytes(vh_name, domain_list, wire.lds(_VH_ROUTES, routes))
     # no VirtualService, or none of its rules applies on this port: the default route (as Istio)
     action = default_action(wp, wp_inbound_ref(wp, svc, port))
     result.refs += action.refs
-    return head + wire.ld(_VH_ROUTES, _DEFAULT_HEAD + action.route_bytes())
+    return _vh_bytes(vh_name, domain_list, wire.ld(_VH_ROUTES, _DEFAULT_HEAD + action.route_bytes()))
 
 
 def virtual_host_authz_bytes(wp: Waypoint, svc: Service, port: ServicePort, result: RouteResult, *,
@@ -372,7 +410,8 @@ def served_domains(wp: Waypoint, listener_port: int) -> tuple[list[tuple[Service
 
 def listener_routes(wp: Waypoint, drs: DestinationRules, listener_port: int) -> ListenerRoutes:
     served, doms = served_domains(wp, listener_port)
-    built: list[tuple[Service, str, bytes, RouteResult]] = []  # (service, virtual host name, its bytes, result)
+    built: list[tuple[Service, str, bytes, bytes, RouteResult]] = []  # (service, virtual host name, its route and
+    # authz parts, result)
     refs: list[ClusterRef] = []
     if len(doms) == len(served):  # (the usual: one virtual host per served service, in `served` order)
         pairs = zip(served, doms.items())
@@ -386,34 +425,33 @@ def listener_routes(wp: Waypoint, drs: DestinationRules, listener_port: int) -> 
         route_part = _route_bytes(wp, drs, svc, p, vh_name, domain_list, rr, listener_port)
         keys, authz_part = authz.virtual_host_part(wp, svc, p.number)  # virtual_host_authz_bytes, inlined
         rr.sources.update(keys)
-        vhb = route_part + authz_part  # = virtual_host_bytes
-        built.append((svc, vh_name, vhb, rr))
+        built.append((svc, vh_name, route_part, authz_part, rr))  # (virtual_host_bytes: the two joined)
         refs += rr.refs
     if not route_scopes.is_scoped(doms):
         cfg = route_scopes.with_vhost_bytes(names.route_config_name(listener_port),
-                                            [(name, vhb) for _, name, vhb, _ in built], False)
+                                            [(name, rp + ap) for _, name, rp, ap, _ in built], False)
         result = RouteResult(cfg, refs, {wp.key})
-        for _, _, _, rr in built:
+        for *_, rr in built:
             result.sources |= rr.sources
         return ListenerRoutes(False, [result], refs)
-    plan = route_scopes.plan(listener_port, doms, {name: svc.hostname for svc, name, _, _ in built})
+    plan = route_scopes.plan(listener_port, doms, {name: svc.hostname for svc, name, *_ in built})
     configs = []
     own = plan.own
     wp_key = wp.key
     own_config = route_scopes.own_config
-    for svc, name, vhb, rr in built:
+    for svc, name, rp, ap, rr in built:
         if name in own:
-            rr.config = own_config(listener_port, svc.hostname, vhb)
+            rr.config = own_config(listener_port, svc.hostname, rp, ap)
             rr.sources.add(wp_key)
             configs.append(rr)  # (its refs list is not shared: `refs` got a copy of its items)
-    by_vh = {name: (svc, vhb, rr) for svc, name, vhb, rr in built} if plan.shared else {}
+    by_vh = {name: (rp + ap, rr) for _, name, rp, ap, rr in built} if plan.shared else {}
     for name, vhs in plan.shared.items():
-        result = RouteResult(route_scopes.with_vhost_bytes(name, [(v, by_vh[v][1]) for v in vhs]), [], {wp_key})
+        result = RouteResult(route_scopes.with_vhost_bytes(name, [(v, by_vh[v][0]) for v in vhs]), [], {wp_key})
         for v in vhs:
-            result.refs.extend(by_vh[v][2].refs)
-            result.sources |= by_vh[v][2].sources
+            result.refs.extend(by_vh[v][1].refs)
+            result.sources |= by_vh[v][1].sources
         configs.append(result)
-    keys = {svc.hostname: svc.meta.key for svc, _, _, _ in built}
+    keys = {svc.hostname: svc.meta.key for svc, *_ in built}
     scopes, scope_sources = plan.scopes_and_sources(keys, wp_key)
     return ListenerRoutes(True, configs, refs, scopes, scope_sources)
 
