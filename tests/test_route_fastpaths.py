@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from envoy.config.route.v3 import route_components_pb2 as rc
 from google.protobuf import wrappers_pb2
 
-from testsupport.manifests import SHOP_WAYPOINT_HEADER
+from testsupport.manifests import SHOP_SERVICE_WITHOUT_RULES, SHOP_WAYPOINT_HEADER
 from istiod_lite.model.meta import ConfigKey, ObjectMeta
 from istiod_lite.model.service import Service, ServicePort
 from istiod_lite.model.store import snapshot_from_text
@@ -99,17 +99,7 @@ spec:
   - {{name: v1, labels: {{version: v1}}}}
   - {{name: v2, labels: {{version: v2}}, trafficPolicy: {_DR_POLICIES["hashed"]}}}
 """)
-    docs.append("""
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: nodr, namespace: shop}
-spec:
-  hosts: [nodr.shop.example]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 9080, name: http, protocol: HTTP}]
-  endpoints: [{address: 10.0.1.1}]
-""")
+    docs.append(SHOP_SERVICE_WITHOUT_RULES)
     return SHOP_WAYPOINT_HEADER + "---\n" + "---\n".join(docs)
 
 

@@ -17,7 +17,7 @@ from istiod_lite.translate import authz_attach, destinations, names, route_actio
 from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.options import TranslateOptions
 from istiod_lite.translate.waypoint import resolve
-from testsupport.manifests import SHOP_WAYPOINT_HEADER
+from testsupport.manifests import SHOP_SERVICE_WITHOUT_RULES, SHOP_WAYPOINT_HEADER
 
 WAYPOINT = ConfigKey("Gateway", "shop", "waypoint")
 LONG_HOST = "a" * 60 + "." + "b" * 60 + ".shop.example"  # cluster names over 127 bytes: two-byte lengths
@@ -71,17 +71,7 @@ spec:
   host: {LONG_HOST}
   subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}, {{name: v3, labels: {{}}}}]
 """)
-    docs.append("""
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: nodr, namespace: shop}
-spec:
-  hosts: [nodr.shop.example]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 9080, name: http, protocol: HTTP}]
-  endpoints: [{address: 10.0.1.1}]
-""")
+    docs.append(SHOP_SERVICE_WITHOUT_RULES)
     return SHOP_WAYPOINT_HEADER + "---\n" + "---\n".join(docs)
 
 

@@ -167,6 +167,18 @@ spec:
 
 
 SHOP_WAYPOINT_HEADER = waypoint_header("shop")
+# a bound shop service without VirtualService or DestinationRule (the default route, no subsets)
+SHOP_SERVICE_WITHOUT_RULES = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: nodr, namespace: shop}
+spec:
+  hosts: [nodr.shop.example]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.0.1.1}]
+"""
 
 
 def hbone_echo_input(listeners: str, ns_labels: str = "istio.io/dataplane-mode: ambient", annotations: str = "{}") -> str:

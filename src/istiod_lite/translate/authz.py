@@ -267,22 +267,16 @@ def _grouped(wp: Waypoint, service: Service, port: int | None, peer_identity: st
     for the ALLOW filter when ALLOW policies have no rule), the memo); reports the policies' issues (in attachment
     order) and, once per translation, the attachment warnings."""
     d = wp.__dict__
-    if not d.get(_ATTACHMENT_REPORTED):  # once per translation (they do not depend on the service)
-        d[_ATTACHMENT_REPORTED] = True
-        memo = d.get(_MEMO)
-        if memo is None:
-            memo = _memo(wp)
-        refs = memo.get("policy refs")
-        if refs is None:
-            refs = memo["policy refs"] = {}
-        for issue in authz_attach.attachment_issues(wp, refs):
-            wp.report(issue)
     memo = d.get(_MEMO)
     if memo is None:
         memo = _memo(wp)
     refs = memo.get("policy refs")
     if refs is None:
         refs = memo["policy refs"] = {}
+    if not d.get(_ATTACHMENT_REPORTED):  # once per translation (they do not depend on the service)
+        d[_ATTACHMENT_REPORTED] = True
+        for issue in authz_attach.attachment_issues(wp, refs):
+            wp.report(issue)
     policies = authz_attach.attached(wp, service, refs)  # (one call per virtual host: not memoised per service)
     if not policies:
         return policies, {}, memo

@@ -44,6 +44,14 @@ def candidates(service: Service, port: int, domain_suffix: str) -> list[tuple[st
     return out
 
 
+def _contest(first: dict, contested: dict, domain: str, claim: tuple) -> None:
+    """`claim` wants `domain`, which `first[domain]` claimed before: both (and later ones) contest it."""
+    if domain in contested:
+        contested[domain].append(claim)
+    else:
+        contested[domain] = [first[domain], claim]
+
+
 def assign(wp: Waypoint, served: list[tuple[Service, int]], listener: str) -> dict[str, list[str]]:
     """virtual host name -> its domains (in candidate order), collisions resolved and reported. One pass: a
     domain claimed once (the usual) is its claimant's; only contested domains are ranked."""
@@ -58,23 +66,15 @@ def assign(wp: Waypoint, served: list[tuple[Service, int]], listener: str) -> di
             c = (0, ns, host, svc)  # (one claim for both domains: they differ)
             ds = [low, f"{low}:{port}"]
             for d in ds:
-                prev = first.setdefault(d, c)
-                if prev is not c:
-                    if d in contested:
-                        contested[d].append(c)
-                    else:
-                        contested[d] = [prev, c]
+                if first.setdefault(d, c) is not c:
+                    _contest(first, contested, d, c)
             rows.append((f"{host}:{port}", svc, ds))  # names.virtual_host_name
             continue
         ds = []
         for d, rank in candidates(svc, port, suffix):
             c = (rank, ns, host, svc)
-            prev = first.setdefault(d, c)
-            if prev is not c:
-                if d in contested:
-                    contested[d].append(c)
-                else:
-                    contested[d] = [prev, c]
+            if first.setdefault(d, c) is not c:
+                _contest(first, contested, d, c)
             ds.append(d)
         rows.append((names.virtual_host_name(host, port), svc, ds))
     if not contested:
