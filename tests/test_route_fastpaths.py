@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from envoy.config.route.v3 import route_components_pb2 as rc
 from google.protobuf import wrappers_pb2
 
-from testsupport.manifests import SHOP_SERVICE_WITHOUT_RULES, SHOP_WAYPOINT_HEADER
+from testsupport.manifests import SHOP_SERVICE_WITHOUT_RULES, SHOP_WAYPOINT_HEADER, two_port_shop_service
 from istiod_lite.model.meta import ConfigKey, ObjectMeta
 from istiod_lite.model.service import Service, ServicePort
 from istiod_lite.model.store import snapshot_from_text
@@ -78,27 +78,9 @@ def _mesh() -> str:
     docs = []
     for i, (kind, policy) in enumerate(_DR_POLICIES.items()):
         host, name = f"{kind}.shop.example", kind
-        docs.append(f"""
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: {name}, namespace: shop}}
-spec:
-  hosts: [{host}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: 9080, name: http, protocol: HTTP}}, {{number: 9090, name: http2, protocol: HTTP}}]
-  endpoints: [{{address: 10.0.0.{i + 1}, labels: {{version: v1}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: {name}, namespace: shop}}
-spec:
-  host: {host}
-  trafficPolicy: {policy}
-  subsets:
+        docs.append(two_port_shop_service(name, host, i, policy, f"""
   - {{name: v1, labels: {{version: v1}}}}
-  - {{name: v2, labels: {{version: v2}}, trafficPolicy: {_DR_POLICIES["hashed"]}}}
-""")
+  - {{name: v2, labels: {{version: v2}}, trafficPolicy: {_DR_POLICIES["hashed"]}}}"""))
     docs.append(SHOP_SERVICE_WITHOUT_RULES)
     return SHOP_WAYPOINT_HEADER + "---\n" + "---\n".join(docs)
 

@@ -17,7 +17,7 @@ from istiod_lite.translate import authz_attach, destinations, names, route_actio
 from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.options import TranslateOptions
 from istiod_lite.translate.waypoint import resolve
-from testsupport.manifests import SHOP_SERVICE_WITHOUT_RULES, SHOP_WAYPOINT_HEADER
+from testsupport.manifests import SHOP_SERVICE_WITHOUT_RULES, SHOP_WAYPOINT_HEADER, two_port_shop_service
 
 WAYPOINT = ConfigKey("Gateway", "shop", "waypoint")
 LONG_HOST = "a" * 60 + "." + "b" * 60 + ".shop.example"  # cluster names over 127 bytes: two-byte lengths
@@ -31,28 +31,10 @@ _POLICIES = {
 def _mesh() -> str:
     docs = []
     for i, (name, policy) in enumerate(_POLICIES.items()):
-        docs.append(f"""
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: {name}, namespace: shop}}
-spec:
-  hosts: [{name}.shop.example]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: 9080, name: http, protocol: HTTP}}, {{number: 9090, name: http2, protocol: HTTP}}]
-  endpoints: [{{address: 10.0.0.{i + 1}, labels: {{version: v1}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: {name}, namespace: shop}}
-spec:
-  host: {name}.shop.example
-  trafficPolicy: {policy}
-  subsets:
-  - {{name: v1, labels: {{version: v1}}}}
-  - {{name: v2, labels: {{version: v2}}, trafficPolicy: {{loadBalancer: {{consistentHash: {{useSourceIp: true}}}}}}}}
-  - {{name: v3, labels: {{version: v3}}, trafficPolicy: {{connectionPool: {{tcp: {{maxConnections: 5}}}}}}}}
-""")
+        docs.append(two_port_shop_service(name, f"{name}.shop.example", i, policy, """
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}, trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true}}}}
+  - {name: v3, labels: {version: v3}, trafficPolicy: {connectionPool: {tcp: {maxConnections: 5}}}}"""))
     docs.append(f"""
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry

@@ -167,6 +167,30 @@ spec:
 
 
 SHOP_WAYPOINT_HEADER = waypoint_header("shop")
+def two_port_shop_service(name: str, host: str, index: int, policy: str, subsets: str) -> str:
+    """YAML of a shop ServiceEntry `name` for `host` (HTTP ports 9080 and 9090, one v1 endpoint 10.0.0.<index+1>)
+    and its DestinationRule with top-level trafficPolicy `policy` (flow YAML) and `subsets` (YAML list items)."""
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  hosts: [{host}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 9080, name: http, protocol: HTTP}}, {{number: 9090, name: http2, protocol: HTTP}}]
+  endpoints: [{{address: 10.0.0.{index + 1}, labels: {{version: v1}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  host: {host}
+  trafficPolicy: {policy}
+  subsets:{subsets}
+"""
+
+
 # a bound shop service without VirtualService or DestinationRule (the default route, no subsets)
 SHOP_SERVICE_WITHOUT_RULES = """
 apiVersion: networking.istio.io/v1
