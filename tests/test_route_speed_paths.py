@@ -99,7 +99,7 @@ def _names_of(refs) -> list:
 
 
 def test_plain_tail_is_route_tail_or_declines_silently() -> None:
-    assert route_action._DESTINATION_FIELDS == routes.DESTINATION_FIELDS  # (what plain_tail declines, _usual reports)
+    assert route_action.DESTINATION_FIELDS is routes.DESTINATION_FIELDS  # (what plain_tail declines, _usual reports)
     wp_a, drs_a = _fresh()
     wp_b, drs_b = _fresh()
     vs = wp_b.snapshot.destination_rules_for_host("plain.shop.example")[0]  # (any IstioConfig: the key)

@@ -240,7 +240,7 @@ def _route_hashes(index: DestinationRules, ref: ClusterRef) -> list[rc.RouteActi
 
 
 _PLAIN_RULE = frozenset({"name", "match", "route"})  # rules whose action is only route destinations
-_DESTINATION_FIELDS = frozenset({"destination", "weight", "headers"})  # = routes.DESTINATION_FIELDS
+DESTINATION_FIELDS = frozenset({"destination", "weight", "headers"})  # the fields of an http route destination
 
 
 def build_action(wp: Waypoint, drs: DestinationRules, vs: IstioConfig, rule: Mapping[str, Any], path: str,
@@ -286,7 +286,7 @@ def plain_tail(wp: Waypoint, drs: DestinationRules, rule: Mapping[str, Any], own
     merged = drs.for_service(own)
     kept = []  # (subset, weight) of each destination
     for r in dests:
-        if type(r) is not dict or not r.keys() <= _DESTINATION_FIELDS:
+        if type(r) is not dict or not r.keys() <= DESTINATION_FIELDS:
             return None
         dest = r.get("destination")
         if type(dest) is not dict or dest.get("host") != own_host or dest.get("port") or r.get("headers"):

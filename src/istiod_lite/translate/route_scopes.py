@@ -129,7 +129,7 @@ def own_config(port: int, hostname: str, vhost: bytes, vhost_tail: bytes = b"") 
 
 
 _named = Encoded.named
-_LEN = tuple(bytes((n,)) for n in range(0x80))
+_LEN = wire.LEN
 
 
 def scope(port: int, key: str, route_config: str, port_fragment: bytes | None = None) -> Encoded:

@@ -34,14 +34,13 @@ from istiod_lite.model.service import Service, ServicePort
 from istiod_lite.translate import authz, domains, names, route_scopes, wire
 from istiod_lite.translate.destination_rules import DestinationRules
 from istiod_lite.translate.destinations import ClusterRef, wp_inbound_ref
-from istiod_lite.translate.route_action import default_action, plain_tail, route_tail
+from istiod_lite.translate.route_action import DESTINATION_FIELDS, default_action, plain_tail, route_tail
 from istiod_lite.translate.route_match import Match, build_matches, gateway_applies, match_bytes, no_match
 from istiod_lite.translate.waypoint import Waypoint, served_port
 
 VS_FIELDS = frozenset({"hosts", "gateways", "http", "tcp", "exportTo"})
 RULE_FIELDS = frozenset({"name", "match", "route", "redirect", "directResponse", "rewrite", "headers", "timeout",
                          "retries", "fault", "mirror", "mirrors", "mirrorPercentage", "mirrorPercent", "corsPolicy"})
-DESTINATION_FIELDS = frozenset({"destination", "weight", "headers"})
 # Istio sets RouteConfiguration.max_direct_response_body_size_bytes to 1 MiB (Envoy's default is 4 KiB); the
 # validation limit for directResponse bodies is the same 1 MiB.
 MAX_DIRECT_RESPONSE_BODY = route_scopes.MAX_DIRECT_RESPONSE_BODY
@@ -275,7 +274,7 @@ def _vh_bytes(vh_name: str, domain_list: list[str], routes: bytes, route_tail: b
 _VH_NAME_TAG = wire.tag(_VH_NAME)
 _VH_DOMAIN_TAG = wire.tag(_VH_DOMAINS)
 _VH_ROUTES_TAG = wire.tag(_VH_ROUTES)
-_LEN = tuple(bytes((n,)) for n in range(0x80))
+_LEN = wire.LEN
 
 
 def virtual_host(wp: Waypoint, drs: DestinationRules, svc: Service, port: ServicePort, domain_list: list[str],

@@ -28,7 +28,7 @@ def varint(n: int) -> bytes:
 
 
 _LD = tuple(varint((f << 3) | 2) for f in range(64))  # length-delimited tags of fields 0..63
-_LEN = tuple(bytes((n,)) for n in range(0x80))  # one-byte lengths
+LEN = tuple(bytes((n,)) for n in range(0x80))  # one-byte lengths (LEN[n] == varint(n) for n < 0x80)
 
 
 def tag(field: int, wire_type: int = 2) -> bytes:
@@ -38,13 +38,13 @@ def tag(field: int, wire_type: int = 2) -> bytes:
 def ld(field: int, payload: bytes) -> bytes:
     """A length-delimited field (submessage or bytes); an empty payload still marks a submessage present."""
     n = len(payload)
-    return _LD[field] + (_LEN[n] if n < 0x80 else varint(n)) + payload
+    return _LD[field] + (LEN[n] if n < 0x80 else varint(n)) + payload
 
 
 def string(field: int, text: str) -> bytes:
     payload = text.encode()
     n = len(payload)
-    return _LD[field] + (_LEN[n] if n < 0x80 else varint(n)) + payload
+    return _LD[field] + (LEN[n] if n < 0x80 else varint(n)) + payload
 
 
 def uint(field: int, value: int) -> bytes:
@@ -71,7 +71,7 @@ def strings(field: int, texts: list[str]) -> bytes:
     for t in texts:
         payload = t.encode()
         n = len(payload)
-        out.append(tag + (_LEN[n] if n < 0x80 else varint(n)) + payload)
+        out.append(tag + (LEN[n] if n < 0x80 else varint(n)) + payload)
     return b"".join(out)
 
 
@@ -81,5 +81,5 @@ def lds(field: int, payloads: list[bytes]) -> bytes:
     out = []
     for p in payloads:
         n = len(p)
-        out.append(tag + (_LEN[n] if n < 0x80 else varint(n)) + p)
+        out.append(tag + (LEN[n] if n < 0x80 else varint(n)) + p)
     return b"".join(out)

@@ -36,7 +36,7 @@ SHORT_NAMES: Mapping[str, str] = {
 
 
 _ANY_HEADS: dict[str, bytes] = {}  # type URL -> Any.type_url field + the value field's key
-_LEN = tuple(bytes((n,)) for n in range(0x80))  # one-byte lengths
+_LEN = wire.ONE_BYTE  # one-byte lengths
 _new_object = object.__new__
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 _LEN = 2  # wire type: length-delimited
 
 
-_ONE_BYTE = tuple(bytes((n,)) for n in range(0x80))
+ONE_BYTE = tuple(bytes((n,)) for n in range(0x80))  # varint(n) for n < 0x80
 
 
 def varint(value: int) -> bytes:
     if value < 0x80:
-        return _ONE_BYTE[value]
+        return ONE_BYTE[value]
     if value < 0x4000:  # two bytes: most lengths
         return bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
